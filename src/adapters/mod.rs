@@ -1,0 +1,5 @@
+//! Adapters: the only code that touches the outside world.
+pub mod env_file;
+pub mod hardware;
+pub mod runtime_probe;
+pub mod store;

@@ -1,0 +1,52 @@
+//! What every tool call shares: the stack, the server mode, and lazily filled
+//! caches (nothing slow happens at startup).
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::ops::hardware_types::RuntimeInfo;
+use crate::stack::Stack;
+
+/// Server-wide switches, set by flags.
+#[derive(Debug, Clone)]
+pub struct Mode {
+    /// Mutating tools are not listed and cannot be called.
+    pub read_only: bool,
+    /// Destructive plans run without asking (scripted CI); audited as such.
+    pub allow_destructive: bool,
+    /// How long a mutating call waits for the stack lock before `busy`.
+    pub lock_timeout: Duration,
+    /// `stdio`, `http` or `cli`: recorded in the audit log.
+    pub transport: &'static str,
+}
+
+impl Default for Mode {
+    fn default() -> Self {
+        Self {
+            read_only: false,
+            allow_destructive: false,
+            lock_timeout: Duration::from_secs(30),
+            transport: "cli",
+        }
+    }
+}
+
+pub struct App {
+    pub stack: Stack,
+    pub mode: Mode,
+    /// detect_hardware's probes of the engine, compose and Ollama, reused for
+    /// a few seconds so a warm call costs microseconds, not a socket round-trip.
+    pub runtime_cache: Mutex<Option<(Instant, RuntimeInfo)>>,
+}
+
+/// How long probe results of the outside world are reused.
+pub const RUNTIME_CACHE_TTL: Duration = Duration::from_secs(5);
+
+impl App {
+    pub fn new(stack: Stack, mode: Mode) -> Self {
+        Self {
+            stack,
+            mode,
+            runtime_cache: Mutex::new(None),
+        }
+    }
+}

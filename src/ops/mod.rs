@@ -1,0 +1,6 @@
+//! Operations: one module per tool, plain async Rust. Input -> plan -> apply -> report.
+pub mod detect_hardware;
+pub mod hardware_types;
+pub mod memory_model;
+pub mod model_catalogue;
+pub mod select_profile;

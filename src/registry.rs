@@ -1,0 +1,142 @@
+//! The tool table. Each tool lives in its own file under `ops/` and exports a
+//! `TOOL: ToolDef`; both faces (MCP and CLI) and `tools export` read this table,
+//! so a tool's name, schemas and annotations exist in exactly one place.
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use rmcp::model::{JsonObject, Tool, ToolAnnotations};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::call::{Call, Reply};
+use crate::error::ToolError;
+
+/// Truthful MCP annotations.
+#[derive(Debug, Clone, Copy)]
+pub struct Hints {
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+    pub open_world: bool,
+}
+
+pub type RunFn = fn(Arc<Call>, Value) -> BoxFuture<'static, Result<Reply, ToolError>>;
+
+pub struct ToolDef {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub hints: Hints,
+    pub input_schema: fn() -> Arc<JsonObject>,
+    pub output_schema: fn() -> Arc<JsonObject>,
+    pub run: RunFn,
+}
+
+impl ToolDef {
+    /// Mutating tools are hidden and refused under `--read-only`.
+    pub fn mutating(&self) -> bool {
+        !self.hints.read_only
+    }
+
+    pub fn to_mcp(&self) -> Tool {
+        let annotations = ToolAnnotations::with_title(self.title)
+            .read_only(self.hints.read_only)
+            .destructive(self.hints.destructive)
+            .idempotent(self.hints.idempotent)
+            .open_world(self.hints.open_world);
+        Tool::new(self.name, self.description, (self.input_schema)())
+            .with_title(self.title)
+            .with_raw_output_schema((self.output_schema)())
+            .with_annotations(annotations)
+    }
+
+    /// The exported form (`stackpilot tools export`, the tools/ folder).
+    pub fn export(&self) -> Value {
+        serde_json::json!({
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "annotations": {
+                "title": self.title,
+                "readOnlyHint": self.hints.read_only,
+                "destructiveHint": self.hints.destructive,
+                "idempotentHint": self.hints.idempotent,
+                "openWorldHint": self.hints.open_world,
+            },
+            "inputSchema": Value::Object((*(self.input_schema)()).clone()),
+            "outputSchema": Value::Object((*(self.output_schema)()).clone()),
+        })
+    }
+}
+
+/// Every tool, sorted by name.
+pub fn all() -> Vec<&'static ToolDef> {
+    let mut tools: Vec<&'static ToolDef> = vec![
+        &crate::ops::detect_hardware::TOOL,
+        &crate::ops::select_profile::TOOL,
+    ];
+    tools.sort_by_key(|t| t.name);
+    tools
+}
+
+pub fn find(name: &str) -> Option<&'static ToolDef> {
+    all().into_iter().find(|t| t.name == name)
+}
+
+/// Parses tool arguments, naming the failing field (`kv_cache_types[1]`) and,
+/// for enums, the allowed values.
+pub fn parse_args<T: DeserializeOwned>(args: Value) -> Result<T, ToolError> {
+    let args = if args.is_null() {
+        Value::Object(Default::default())
+    } else {
+        args
+    };
+    serde_path_to_error::deserialize::<_, T>(args).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.inner().to_string();
+        // serde says `unknown variant `x`, expected one of `a`, `b``; keep it and lift the list.
+        let allowed: Option<Vec<String>> = inner.split_once("expected one of ").map(|(_, list)| {
+            list.split(", ")
+                .map(|s| s.trim().trim_matches('`').to_string())
+                .collect()
+        });
+        let field = match (path.as_str(), unknown_field(&inner)) {
+            (".", Some(f)) => f,
+            (".", None) => "arguments".into(),
+            (p, Some(f)) if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
+            (parent, Some(f)) => format!("{parent}.{f}"),
+            (_, None) => path,
+        };
+        let inner = inner
+            .split(" at line ")
+            .next()
+            .unwrap_or(&inner)
+            .to_string();
+        let mut e = ToolError::invalid(field, inner);
+        e.allowed = allowed;
+        e
+    })
+}
+
+/// serde reports unknown and missing fields at the parent's path; name the field itself.
+fn unknown_field(msg: &str) -> Option<String> {
+    ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|p| msg.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next())
+        .map(str::to_string)
+}
+
+/// Output schema for a tool whose result is `T`: rmcp's generator, with the
+/// root pinned to `type: object` (MCP requires it) for untagged unions.
+pub fn output_schema<T: schemars::JsonSchema + std::any::Any>() -> Arc<JsonObject> {
+    let mut schema = (*rmcp::handler::server::common::schema_for_output::<T>()).clone();
+    schema
+        .entry("type")
+        .or_insert_with(|| Value::String("object".into()));
+    Arc::new(schema)
+}
+
+pub fn input_schema<T: schemars::JsonSchema + std::any::Any>() -> Arc<JsonObject> {
+    rmcp::handler::server::common::schema_for_type::<T>()
+}

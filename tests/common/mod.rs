@@ -1,0 +1,268 @@
+//! Test helpers: spawn the built binary, make throwaway stacks, connect real
+//! rmcp clients over stdio and Streamable HTTP.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams,
+    ElicitResult, ElicitationAction, ElicitationCapability, FormElicitationCapability,
+    Implementation, ProtocolVersion,
+};
+use rmcp::service::{RequestContext, RoleClient, RunningService};
+use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, ErrorData};
+use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_stackpilot")
+}
+
+/// A throwaway stack directory with a compose file and a `.env`.
+pub struct TestStack {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestStack {
+    pub fn new(env: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("docker-compose.yml"),
+            "services:\n  web:\n    image: stackpilot-test/busybox:1\n    pull_policy: never\n",
+        )
+        .expect("compose file");
+        std::fs::write(dir.path().join(".env"), env).expect(".env");
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn env_text(&self) -> String {
+        std::fs::read_to_string(self.path().join(".env")).expect("read .env")
+    }
+
+    pub fn audit_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path().join(".stackpilot/audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+}
+
+/// Environment every spawned server gets: no engine and no Ollama, at
+/// addresses that answer nothing, so probes are fast and deterministic.
+pub fn quiet_env(cmd: &mut tokio::process::Command) {
+    cmd.env("DOCKER_HOST", "unix:///tmp/stackpilot-test-no-docker.sock")
+        .env("OLLAMA_HOST", "http://127.0.0.1:9")
+        .env("STACKPILOT_LOG", "warn");
+}
+
+/// How the test client answers elicitations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Person {
+    /// The client does not declare elicitation.
+    Absent,
+    Accept,
+    Decline,
+    Cancel,
+}
+
+#[derive(Clone)]
+pub struct TestClient {
+    pub person: Person,
+    pub version: ProtocolVersion,
+    pub asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TestClient {
+    pub fn new(person: Person, version: ProtocolVersion) -> Self {
+        Self {
+            person,
+            version,
+            asked: Default::default(),
+        }
+    }
+}
+
+impl ClientHandler for TestClient {
+    fn get_info(&self) -> ClientConfig {
+        let mut caps = ClientCapabilities::default();
+        if self.person != Person::Absent {
+            let mut e = ElicitationCapability::new();
+            e.form = Some(FormElicitationCapability::default());
+            caps.elicitation = Some(e);
+        }
+        let mut info = ClientConfig::new(caps, Implementation::new("stackpilot-tests", "1.0.0"));
+        info.protocol_version = self.version.clone();
+        info
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let ElicitRequestParams::FormElicitationParams { message, .. } = request else {
+            return Ok(ElicitResult::new(ElicitationAction::Decline));
+        };
+        assert!(
+            message.contains("plan digest"),
+            "the person sees the plan: {message}"
+        );
+        Ok(match self.person {
+            Person::Accept => {
+                ElicitResult::new(ElicitationAction::Accept).with_content(json!({"confirm": true}))
+            }
+            Person::Decline => ElicitResult::new(ElicitationAction::Decline),
+            _ => ElicitResult::new(ElicitationAction::Cancel),
+        })
+    }
+}
+
+pub type Client = RunningService<RoleClient, TestClient>;
+
+pub fn lifecycle(version: &ProtocolVersion) -> ClientLifecycleMode {
+    if *version >= ProtocolVersion::V_2026_07_28 {
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![version.clone()],
+        }
+    } else {
+        ClientLifecycleMode::Initialize
+    }
+}
+
+/// Spawns `stackpilot serve` over stdio and connects.
+pub async fn stdio_client(stack: &Path, extra: &[&str], client: TestClient) -> Client {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let stack = stack.to_path_buf();
+    let transport =
+        TokioChildProcess::builder(tokio::process::Command::new(bin()).configure(|cmd| {
+            cmd.arg("serve").arg("--stack").arg(&stack).args(&extra);
+            quiet_env(cmd);
+        }))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn stackpilot")
+        .0;
+    let version = client.version.clone();
+    client
+        .serve_with_lifecycle(transport, lifecycle(&version))
+        .await
+        .expect("connect over stdio")
+}
+
+/// A `stackpilot serve --http` child on an ephemeral loopback port.
+pub struct HttpServer {
+    pub child: tokio::process::Child,
+    pub url: String,
+    pub base: String,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+pub async fn http_server(stack: &Path, extra: &[&str]) -> HttpServer {
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.arg("serve")
+        .arg("--stack")
+        .arg(stack)
+        .arg("--http")
+        .arg("127.0.0.1:0")
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    quiet_env(&mut cmd);
+    let mut child = cmd.spawn().expect("spawn stackpilot --http");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let url = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.strip_prefix("stackpilot listening on ") {
+                return rest.trim().to_string();
+            }
+        }
+        panic!("server exited before listening");
+    })
+    .await
+    .expect("server listens within 20 s");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let base = url.trim_end_matches("/mcp").to_string();
+    HttpServer { child, url, base }
+}
+
+pub async fn http_client(server: &HttpServer, client: TestClient, token: Option<&str>) -> Client {
+    let mut config =
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            server.url.clone(),
+        );
+    if let Some(t) = token {
+        config = config.auth_header(t.to_string());
+    }
+    let transport = StreamableHttpClientTransport::from_config(config);
+    let version = client.version.clone();
+    client
+        .serve_with_lifecycle(transport, lifecycle(&version))
+        .await
+        .expect("connect over HTTP")
+}
+
+pub async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let Value::Object(args) = args else {
+        panic!("args must be an object")
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+        .expect("tools/call answered")
+}
+
+pub fn structured(result: &CallToolResult) -> Value {
+    result
+        .structured_content
+        .clone()
+        .expect("structured content")
+}
+
+pub fn is_error(result: &CallToolResult) -> bool {
+    result.is_error.unwrap_or(false)
+}
+
+/// The fixed hardware every confirmation test plans for: a 16 GiB NVIDIA card.
+pub fn gpu16() -> Value {
+    json!({
+        "nvidia_vram_bytes": 17_179_869_184u64,
+        "nvidia_compute_capability": "8.9",
+        "memory_total_bytes": 68_719_476_736u64,
+        "memory_available_bytes": 60_000_000_000u64,
+        "logical_cores": 16
+    })
+}
+
+pub fn select_args(extra: Value) -> Value {
+    let mut args = json!({
+        "model": "llama3.1:8b",
+        "context_length": 131072,
+        "hardware": gpu16(),
+        "write_env": true
+    });
+    if let (Value::Object(a), Value::Object(e)) = (&mut args, extra) {
+        a.extend(e);
+    }
+    args
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
