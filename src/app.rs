@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::adapters::hardware::HostFacts;
 use crate::ops::hardware_types::RuntimeInfo;
 use crate::stack::Stack;
 
@@ -36,7 +37,13 @@ pub struct App {
     /// detect_hardware's probes of the engine, compose and Ollama, reused for
     /// a few seconds so a warm call costs microseconds, not a socket round-trip.
     pub runtime_cache: Mutex<Option<(Instant, RuntimeInfo)>>,
+    /// Host facts (CPU, memory, GPUs, disk), reused for a second: reading them
+    /// costs about a millisecond of CPU, which would cap a busy server.
+    pub host_cache: Mutex<Option<(Instant, HostFacts)>>,
 }
+
+/// How long host facts are reused.
+pub const HOST_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// How long probe results of the outside world are reused.
 pub const RUNTIME_CACHE_TTL: Duration = Duration::from_secs(5);
@@ -47,6 +54,7 @@ impl App {
             stack,
             mode,
             runtime_cache: Mutex::new(None),
+            host_cache: Mutex::new(None),
         }
     }
 }

@@ -104,9 +104,10 @@ fn default_stack_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("compose")
 }
 
-fn init_tracing(format: &str) {
+/// Logs go to stderr only: on stdio, stdout carries nothing but JSON-RPC.
+fn init_tracing(format: &str, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STACKPILOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
@@ -141,7 +142,7 @@ fn open_app(cli: &Cli, mode: Mode) -> anyhow::Result<Arc<App>> {
 async fn run(cli: Cli) -> ExitCode {
     match &cli.command {
         Command::Serve(args) => {
-            init_tracing(&cli.log_format);
+            init_tracing(&cli.log_format, "info");
             let mode = Mode {
                 read_only: args.read_only,
                 allow_destructive: args.allow_destructive,
@@ -198,7 +199,7 @@ async fn run(cli: Cli) -> ExitCode {
         },
         Command::Healthcheck { url } => healthcheck(url).await,
         Command::Tool(argv) => {
-            init_tracing(&cli.log_format);
+            init_tracing(&cli.log_format, "warn");
             run_tool_command(&cli, argv).await
         }
     }
@@ -283,6 +284,25 @@ fn tool_command(def: &ToolDef) -> clap::Command {
                 .long("args-json")
                 .value_name("JSON")
                 .help("All arguments as one JSON object"),
+        )
+        .arg(
+            Arg::new("stack")
+                .long("stack")
+                .value_name("DIR")
+                .help("The stack directory"),
+        )
+        .arg(
+            Arg::new("state-dir")
+                .long("state-dir")
+                .value_name("DIR")
+                .help("The state directory"),
+        )
+        .arg(
+            Arg::new("lock-timeout-s")
+                .long("lock-timeout-s")
+                .value_name("SECONDS")
+                .value_parser(clap::value_parser!(u64))
+                .help("Seconds to wait for the stack lock before answering busy (default 30)"),
         );
     if let Some(Value::Object(props)) = schema.get("properties") {
         for (name, prop) in props {
@@ -418,11 +438,26 @@ async fn run_tool_command(cli: &Cli, argv: &[OsString]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mode = Mode {
+    let mut mode = Mode {
         transport: "cli",
         ..Mode::default()
     };
-    let app = match open_app(cli, mode) {
+    if let Some(secs) = matches.get_one::<u64>("lock-timeout-s") {
+        mode.lock_timeout = std::time::Duration::from_secs(*secs);
+    }
+    let cli = Cli {
+        stack: matches
+            .get_one::<String>("stack")
+            .map(PathBuf::from)
+            .or_else(|| cli.stack.clone()),
+        state_dir: matches
+            .get_one::<String>("state-dir")
+            .map(PathBuf::from)
+            .or_else(|| cli.state_dir.clone()),
+        log_format: cli.log_format.clone(),
+        command: Command::Tool(Vec::new()),
+    };
+    let app = match open_app(&cli, mode) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("stackpilot: {e:#}");
@@ -491,7 +526,10 @@ fn flatten(prefix: &str, value: &Value, rows: &mut Vec<(String, String)>) {
                 flatten(&key, v, rows);
             }
         }
-        Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+        Value::Array(items)
+            if items.iter().all(|i| !i.is_object() && !i.is_array())
+                && items.iter().map(|i| scalar_text(i).len()).sum::<usize>() < 100 =>
+        {
             let text: Vec<String> = items.iter().map(scalar_text).collect();
             rows.push((
                 prefix.to_string(),

@@ -811,6 +811,7 @@ fn probe_disk(stack_dir: &Path) -> DiskInfo {
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn logical_cores_match_nproc() {
         let out = std::process::Command::new("nproc")
@@ -828,6 +829,7 @@ mod tests {
         assert!(!host.cpu.model.is_empty());
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn memory_total_matches_proc_meminfo() {
         let text = fs::read_to_string("/proc/meminfo").expect("linux");
@@ -842,18 +844,24 @@ mod tests {
         assert!(mem.available_bytes > 0 && mem.available_bytes <= mem.total_bytes);
     }
 
+    /// True on the build machines: no NVIDIA library and no DRM devices.
+    fn gpu_less_host() -> bool {
+        matches!(Nvml::init(), Err(NvmlError::LibloadingError(_)))
+            && !Path::new("/sys/class/drm").exists()
+    }
+
     #[test]
-    fn no_gpu_here_is_explained() {
-        // The build machines have neither NVIDIA nor AMD GPUs.
+    fn gpus_or_a_reason() {
         let host = probe_host(Path::new("."));
-        assert!(host.gpus.is_empty(), "{:?}", host.gpus);
-        let reason = host.gpu_absent_reason.expect("a reason");
-        assert!(reason.contains("NVIDIA"), "{reason}");
-        assert!(
-            reason.contains("no AMD GPU under /sys/class/drm"),
-            "{reason}"
-        );
-        assert!(host.apple.is_none());
+        assert_eq!(host.gpus.is_empty(), host.gpu_absent_reason.is_some());
+        if cfg!(target_os = "linux") && gpu_less_host() {
+            assert!(host.gpus.is_empty(), "{:?}", host.gpus);
+            assert_eq!(
+                host.gpu_absent_reason.as_deref(),
+                Some("libnvidia-ml.so.1 not found: no NVIDIA driver installed; no AMD GPU under /sys/class/drm")
+            );
+            assert!(host.apple.is_none());
+        }
     }
 
     #[test]
@@ -864,12 +872,6 @@ mod tests {
         );
         assert!(
             nvml_reason(&NvmlError::NoPermission).starts_with("no permission to open /dev/nvidia*")
-        );
-        // The real error this machine produces.
-        let err = Nvml::init().expect_err("no NVIDIA library on the build machines");
-        assert_eq!(
-            nvml_reason(&err),
-            "libnvidia-ml.so.1 not found: no NVIDIA driver installed"
         );
     }
 

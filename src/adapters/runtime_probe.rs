@@ -507,6 +507,7 @@ mod tests {
     /// see each other's values.
     static ENV_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+    #[cfg(unix)]
     fn closed_port() -> u16 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
@@ -577,6 +578,7 @@ mod tests {
         ));
     }
 
+    #[cfg(unix)]
     #[tokio::test]
     async fn absent_runtime_is_reported_within_the_deadline() {
         let _env = ENV_LOCK.lock().await;
@@ -609,6 +611,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[tokio::test]
     async fn refused_docker_socket_says_so() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -678,12 +681,14 @@ mod tests {
             self.accept().await.ok().map(|(s, _)| s)
         }
     }
+    #[cfg(unix)]
     impl AcceptOne<tokio::net::UnixStream> for tokio::net::UnixListener {
         async fn accept_one(&self) -> Option<tokio::net::UnixStream> {
             self.accept().await.ok().map(|(s, _)| s)
         }
     }
 
+    #[cfg(unix)]
     #[tokio::test]
     async fn docker_stand_in_with_nvidia_runtime() {
         let dir = tempfile::tempdir().expect("tempdir");

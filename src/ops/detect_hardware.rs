@@ -3,7 +3,8 @@
 //! 1. Host facts (CPU, memory, cgroup, OS, GPUs, disk) from the hardware adapter.
 //! 2. Runtime facts (Docker engine, Compose v2, NVIDIA runtime, Ollama), each
 //!    probe bounded by 1 s, run concurrently; an absent daemon is reported, not raised.
-//! 3. Both are cached a few seconds (`refresh: true` bypasses the cache).
+//! 3. Host facts are reused for 1 s and runtime facts for 5 s (`refresh: true`
+//!    probes again), so a busy agent does not pay for the probes on every call.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +12,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::adapters::hardware::HostFacts;
 use crate::adapters::{hardware, runtime_probe};
-use crate::app::RUNTIME_CACHE_TTL;
+use crate::app::{HOST_CACHE_TTL, RUNTIME_CACHE_TTL};
 use crate::call::{Call, Reply};
 use crate::error::ToolError;
 use crate::ops::hardware_types::{HardwareReport, RuntimeInfo};
@@ -24,7 +26,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
-    /// Probe again instead of reusing results from the last 5 seconds.
+    /// Probe again instead of reusing results (host facts: 1 s, engine/Ollama: 5 s).
     #[serde(default)]
     pub refresh: bool,
 }
@@ -57,22 +59,28 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
 
 /// The full report; also used by select_profile when no hardware is given.
 pub async fn detect(call: &Call, refresh: bool) -> Result<HardwareReport, ToolError> {
+    let (host, runtime) = tokio::join!(host(call, refresh), runtime(call, refresh));
+    Ok(host?.into_report(runtime))
+}
+
+async fn host(call: &Call, refresh: bool) -> Result<HostFacts, ToolError> {
+    if !refresh {
+        if let Ok(cache) = call.app.host_cache.lock() {
+            if let Some((at, facts)) = cache.as_ref() {
+                if at.elapsed() < HOST_CACHE_TTL {
+                    return Ok(facts.clone());
+                }
+            }
+        }
+    }
     let dir = call.app.stack.dir.clone();
-    let host = tokio::task::spawn_blocking(move || hardware::probe_host(&dir));
-    let runtime = runtime(call, refresh);
-    let (host, runtime) = tokio::join!(host, runtime);
-    let host = host.map_err(|e| ToolError::internal(format!("hardware probe failed: {e}")))?;
-    Ok(HardwareReport {
-        cpu: host.cpu,
-        memory: host.memory,
-        cgroup: host.cgroup,
-        os: host.os,
-        gpus: host.gpus,
-        gpu_absent_reason: host.gpu_absent_reason,
-        apple: host.apple,
-        disk: host.disk,
-        runtime,
-    })
+    let facts = tokio::task::spawn_blocking(move || hardware::probe_host(&dir))
+        .await
+        .map_err(|e| ToolError::internal(format!("hardware probe failed: {e}")))?;
+    if let Ok(mut cache) = call.app.host_cache.lock() {
+        *cache = Some((Instant::now(), facts.clone()));
+    }
+    Ok(facts)
 }
 
 async fn runtime(call: &Call, refresh: bool) -> RuntimeInfo {

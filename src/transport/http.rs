@@ -132,6 +132,8 @@ pub fn router(
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .with_max_request_body_bytes(opts.max_body_bytes)
+        // Plain JSON for request/response calls; SSE as soon as a call streams progress.
+        .with_json_response(true)
         .with_cancellation_token(shutdown);
     let mcp_app = app.clone();
     let service: StreamableHttpService<StackpilotServer, LocalSessionManager> =
