@@ -40,6 +40,8 @@ pub struct App {
     /// Host facts (CPU, memory, GPUs, disk), reused for a second: reading them
     /// costs about a millisecond of CPU, which would cap a busy server.
     pub host_cache: Mutex<Option<(Instant, HostFacts)>>,
+    /// The engine connection, made on first use and kept (failures are not cached).
+    docker: tokio::sync::OnceCell<bollard::Docker>,
 }
 
 /// How long host facts are reused.
@@ -55,6 +57,14 @@ impl App {
             mode,
             runtime_cache: Mutex::new(None),
             host_cache: Mutex::new(None),
+            docker: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The Docker engine, connected lazily; a missing engine is a clear error within 2 s.
+    pub async fn docker(&self) -> Result<&bollard::Docker, crate::error::ToolError> {
+        self.docker
+            .get_or_try_init(crate::adapters::docker::connect)
+            .await
     }
 }

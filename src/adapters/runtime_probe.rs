@@ -123,7 +123,11 @@ pub async fn probe_docker_at(endpoint: &str, timeout: Duration) -> (DockerProbe,
 }
 
 /// One line that says what is wrong and what to do about it.
-fn describe_docker_error(endpoint: &str, e: &bollard::errors::Error, timeout: Duration) -> String {
+pub(crate) fn describe_docker_error(
+    endpoint: &str,
+    e: &bollard::errors::Error,
+    timeout: Duration,
+) -> String {
     use bollard::errors::Error as B;
     match e {
         B::SocketNotFoundError(path) => format!(
