@@ -27,6 +27,9 @@ pub struct ToolDef {
     pub title: &'static str,
     pub description: &'static str,
     pub hints: Hints,
+    /// Has a read-only form (select_profile without write_env): under
+    /// `--read-only` it stays listed, annotated read-only, and refuses writes.
+    pub read_only_subset: bool,
     pub input_schema: fn() -> Arc<JsonObject>,
     pub output_schema: fn() -> Arc<JsonObject>,
     pub run: RunFn,
@@ -38,10 +41,18 @@ impl ToolDef {
         !self.hints.read_only
     }
 
-    pub fn to_mcp(&self) -> Tool {
+    /// Listed under `--read-only` (read-only tools, and those with a read-only form).
+    pub fn available_read_only(&self) -> bool {
+        !self.mutating() || self.read_only_subset
+    }
+
+    /// The MCP definition; under `--read-only` a tool's read-only form is
+    /// annotated as what it then is.
+    pub fn to_mcp(&self, read_only_mode: bool) -> Tool {
+        let read_only = self.hints.read_only || (read_only_mode && self.read_only_subset);
         let annotations = ToolAnnotations::with_title(self.title)
-            .read_only(self.hints.read_only)
-            .destructive(self.hints.destructive)
+            .read_only(read_only)
+            .destructive(self.hints.destructive && !read_only)
             .idempotent(self.hints.idempotent)
             .open_world(self.hints.open_world);
         Tool::new(self.name, self.description, (self.input_schema)())
@@ -127,10 +138,25 @@ fn unknown_field(msg: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Output schema for a tool whose result is `T`: rmcp's generator, with the
-/// root pinned to `type: object` (MCP requires it) for untagged unions.
+/// A failed call's structured content: `{"error": {...}}`.
+#[derive(schemars::JsonSchema)]
+pub struct ErrorOutput {
+    pub error: ToolError,
+}
+
+/// Every structured result: the tool's output, or an error.
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum Outcome<T> {
+    Ok(T),
+    Err(ErrorOutput),
+}
+
+/// Output schema for a tool whose result is `T` (errors included, so every
+/// structuredContent validates): rmcp's generator, with the root pinned to
+/// `type: object` (MCP requires it) for untagged unions.
 pub fn output_schema<T: schemars::JsonSchema + std::any::Any>() -> Arc<JsonObject> {
-    let mut schema = (*rmcp::handler::server::common::schema_for_output::<T>()).clone();
+    let mut schema = (*rmcp::handler::server::common::schema_for_output::<Outcome<T>>()).clone();
     schema
         .entry("type")
         .or_insert_with(|| Value::String("object".into()));

@@ -251,8 +251,10 @@ async fn non_destructive_writes_need_no_confirmation() {
     client.cancel().await.expect("close");
 }
 
+/// Under --read-only, select_profile keeps its read-only form (annotated as
+/// such) and refuses write_env; nothing is written.
 #[tokio::test]
-async fn read_only_mode_hides_and_refuses_mutating_tools() {
+async fn read_only_mode_refuses_writes() {
     let stack = TestStack::new(ENV);
     let client = stdio_client(
         stack.path(),
@@ -261,11 +263,27 @@ async fn read_only_mode_hides_and_refuses_mutating_tools() {
     )
     .await;
     let tools = client.list_all_tools().await.expect("list");
-    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, ["detect_hardware"]);
+    for t in &tools {
+        let a = t.annotations.as_ref().expect("annotations");
+        assert_eq!(
+            a.read_only_hint,
+            Some(true),
+            "{} is listed read-only",
+            t.name
+        );
+        assert_eq!(a.destructive_hint, Some(false), "{}", t.name);
+    }
     let r = call(&client, "select_profile", select_args(json!({}))).await;
     assert!(is_error(&r));
     assert_eq!(structured(&r)["error"]["kind"], "not_allowed");
+    let computed = call(
+        &client,
+        "select_profile",
+        select_args(json!({"write_env": false})),
+    )
+    .await;
+    assert!(!is_error(&computed));
+    assert_eq!(structured(&computed)["kv_cache_type"], "q8_0");
     assert_untouched(&stack);
     client.cancel().await.expect("close");
 }

@@ -208,9 +208,16 @@ async fn bad_input_is_rejected_and_the_server_keeps_serving() {
             None,
         ),
     ];
+    let tools = client.list_all_tools().await.expect("list");
+    let schema = tools
+        .iter()
+        .find(|t| t.name == "select_profile")
+        .and_then(|t| t.output_schema.clone())
+        .expect("schema");
     for (args, field, allowed) in cases {
         let r = call(&client, "select_profile", args.clone()).await;
         assert!(is_error(&r), "rejected: {args}");
+        validate(&schema, &structured(&r));
         let err = &structured(&r)["error"];
         assert_eq!(err["kind"], "invalid_input", "{err}");
         assert_eq!(err["field"], field, "field named for {args}: {err}");

@@ -60,8 +60,7 @@ impl EnvFile {
         self.lines
             .iter()
             .filter_map(|l| parse_assignment(l))
-            .filter(|(k, _)| *k == key)
-            .last()
+            .rfind(|(k, _)| *k == key)
             .map(|(_, v)| unquote(v))
     }
 

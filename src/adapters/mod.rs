@@ -1,4 +1,5 @@
 //! Adapters: the only code that touches the outside world.
+pub mod compose;
 pub mod docker;
 pub mod env_file;
 pub mod hardware;

@@ -44,6 +44,7 @@ pub static TOOL: ToolDef = ToolDef {
         idempotent: true,
         open_world: false,
     },
+    read_only_subset: false,
     input_schema: registry::input_schema::<Input>,
     output_schema: registry::output_schema::<HardwareReport>,
     run: |call, args| Box::pin(run(call, args)),

@@ -100,6 +100,7 @@ pub static TOOL: ToolDef = ToolDef {
         idempotent: true,
         open_world: false,
     },
+    read_only_subset: true,
     input_schema: registry::input_schema::<Input>,
     output_schema: registry::output_schema::<Guarded<Output>>,
     run: |call, args| Box::pin(run(call, args)),
@@ -271,6 +272,15 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         return to_reply(Guarded::Done(output));
     }
 
+    if call.app.mode.read_only {
+        return Err(ToolError::new(
+            crate::error::ErrorKind::NotAllowed,
+            "write_env changes the stack's .env and this server runs with --read-only",
+        )
+        .next_step(
+            "call without write_env to get the decision, or restart stackpilot without --read-only",
+        ));
+    }
     if !output.decision.fits {
         return Err(ToolError::external(format!(
             "{} does not fit this hardware in any profile; .env was not written",

@@ -10,15 +10,13 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequest,
-    ElicitRequestParams, ErrorData, GetPromptRequestParams, GetPromptResponse, Implementation,
-    InputRequest, InputRequests, InputRequiredResult, ListPromptsResult, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion,
-    ServerCapabilities, ServerConfig, Tool,
+    ElicitRequestParams, ElicitationSchema, ErrorData, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InputRequest, InputRequests, InputRequiredResult, ListPromptsResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
+    ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::service::{ElicitationError, Peer, RequestContext, RoleServer};
+use rmcp::service::{Peer, RequestContext, RoleServer};
 use rmcp::ServerHandler;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::app::App;
@@ -43,18 +41,29 @@ impl StackpilotServer {
     fn visible(&self) -> Vec<&'static ToolDef> {
         registry::all()
             .into_iter()
-            .filter(|t| !(self.app.mode.read_only && t.mutating()))
+            .filter(|t| !self.app.mode.read_only || t.available_read_only())
             .collect()
     }
 }
 
-/// The form a person fills to confirm a plan.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-pub struct ConfirmForm {
-    /// Tick to run the plan described in the message.
-    pub confirm: bool,
+/// The form a person fills to confirm a plan; the same in both protocol eras.
+fn confirm_schema() -> Result<ElicitationSchema, String> {
+    serde_json::from_value(serde_json::json!({
+        "type": "object",
+        "properties": {
+            "confirm": {
+                "type": "boolean",
+                "title": "Run this plan",
+                "description": "Tick to run the plan described in the message."
+            }
+        },
+        "required": ["confirm"]
+    }))
+    .map_err(|e| e.to_string())
 }
-rmcp::elicit_safe!(ConfirmForm);
+
+/// How long a person has to answer an elicitation (the confirm token's lifetime).
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 struct McpConfirmer {
     peer: Peer<RoleServer>,
@@ -68,13 +77,18 @@ impl Confirmer for McpConfirmer {
 
     fn ask(&self, text: String) -> BoxFuture<'_, Result<Answer, String>> {
         Box::pin(async move {
-            match self.peer.elicit::<ConfirmForm>(text).await {
-                Ok(Some(form)) if form.confirm => Ok(Answer::Accept),
-                Ok(_) => Ok(Answer::Decline),
-                Err(ElicitationError::UserDeclined) => Ok(Answer::Decline),
-                Err(ElicitationError::UserCancelled) => Ok(Answer::Cancel),
-                Err(other) => Err(other.to_string()),
-            }
+            let params = ElicitRequestParams::FormElicitationParams {
+                meta: None,
+                message: text,
+                requested_schema: confirm_schema()?,
+            };
+            let result = self
+                .peer
+                .create_elicitation_with_timeout(params, Some(ASK_TIMEOUT))
+                .await
+                .map_err(|e| e.to_string())?;
+            let value = serde_json::to_value(&result).map_err(|e| e.to_string())?;
+            answer_of(&value).ok_or_else(|| "the client answered without an action".to_string())
         })
     }
 }
@@ -154,14 +168,7 @@ fn done_result(value: Value) -> CallToolResult {
 }
 
 fn input_required(state: String, message: String) -> Result<InputRequiredResult, ErrorData> {
-    let schema = serde_json::from_value(serde_json::json!({
-        "type": "object",
-        "properties": {
-            "confirm": { "type": "boolean", "title": "Run this plan", "description": "Tick to run the plan described in the message." }
-        },
-        "required": ["confirm"]
-    }))
-    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+    let schema = confirm_schema().map_err(|e| ErrorData::internal_error(e, None))?;
     let mut requests = InputRequests::new();
     requests.insert(
         CONFIRM_KEY.to_string(),
@@ -214,7 +221,10 @@ impl ServerHandler for StackpilotServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(
-            self.visible().iter().map(|t| t.to_mcp()).collect(),
+            self.visible()
+                .iter()
+                .map(|t| t.to_mcp(self.app.mode.read_only))
+                .collect(),
         ))
     }
 
@@ -222,7 +232,7 @@ impl ServerHandler for StackpilotServer {
         self.visible()
             .into_iter()
             .find(|t| t.name == name)
-            .map(|t| t.to_mcp())
+            .map(|t| t.to_mcp(self.app.mode.read_only))
     }
 
     async fn call_tool(
@@ -242,7 +252,7 @@ impl ServerHandler for StackpilotServer {
                 None,
             ));
         };
-        if self.app.mode.read_only && def.mutating() {
+        if self.app.mode.read_only && !def.available_read_only() {
             let err = ToolError::new(
                 ErrorKind::NotAllowed,
                 format!("`{name}` changes the stack and this server runs with --read-only"),

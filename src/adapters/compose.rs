@@ -1,0 +1,559 @@
+//! The `docker compose` v2 CLI: the stack's lifecycle is never reimplemented.
+//! Arguments are always passed as a list (never through a shell); compose's
+//! own error message is returned when it fails.
+//!
+//! This module also turns `docker compose config` into the stack model the
+//! tools reason over: services with their stackpilot role, health, backup
+//! policy, named volumes, published ports and GPU reservations.
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::adapters::runtime_probe::docker_cli;
+use crate::error::ToolError;
+use crate::stack::Stack;
+
+/// Compose file names, in compose's own lookup order.
+const FILE_NAMES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yaml",
+    "docker-compose.yml",
+];
+const OVERRIDE_NAMES: [&str; 4] = [
+    "compose.override.yaml",
+    "compose.override.yml",
+    "docker-compose.override.yaml",
+    "docker-compose.override.yml",
+];
+
+/// What a service is to stackpilot.
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Ollama,
+    Postgres,
+    Mongodb,
+    Qdrant,
+    Api,
+    Worker,
+    Volume,
+    Other,
+}
+
+impl Role {
+    pub const NAMES: [&'static str; 8] = [
+        "ollama", "postgres", "mongodb", "qdrant", "api", "worker", "volume", "other",
+    ];
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "ollama" => Role::Ollama,
+            "postgres" | "postgresql" => Role::Postgres,
+            "mongodb" | "mongo" => Role::Mongodb,
+            "qdrant" => Role::Qdrant,
+            "api" => Role::Api,
+            "worker" => Role::Worker,
+            "volume" => Role::Volume,
+            "other" => Role::Other,
+            _ => return None,
+        })
+    }
+
+    /// The default when neither a label nor an x-stackpilot block names one.
+    pub fn from_image(image: &str) -> Role {
+        let repo = image
+            .rsplit('/')
+            .next()
+            .unwrap_or(image)
+            .split([':', '@'])
+            .next()
+            .unwrap_or("");
+        match repo {
+            r if r.contains("ollama") => Role::Ollama,
+            r if r.contains("postgres") || r == "pgvector" => Role::Postgres,
+            r if r.contains("mongo") => Role::Mongodb,
+            r if r.contains("qdrant") => Role::Qdrant,
+            _ => Role::Other,
+        }
+    }
+
+    /// Services whose recreation can lose or interrupt data.
+    pub fn holds_data(self) -> bool {
+        matches!(
+            self,
+            Role::Ollama | Role::Postgres | Role::Mongodb | Role::Qdrant | Role::Volume
+        )
+    }
+}
+
+/// A port published on the host.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PublishedPort {
+    /// Host address ("" or 0.0.0.0 means every interface).
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: String,
+}
+
+/// One service of the resolved compose model.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ServiceModel {
+    pub name: String,
+    pub image: Option<String>,
+    /// Has a `build` section (compose builds the image when it is missing).
+    pub build: bool,
+    pub pull_policy: Option<String>,
+    pub role: Role,
+    /// x-stackpilot health: an HTTP path (`/health`) or a command.
+    pub health: Option<String>,
+    /// x-stackpilot backup: `pg_dump`, `mongodump`, `volume` or `none`.
+    pub backup: Option<String>,
+    /// The service has a compose healthcheck.
+    pub healthcheck: bool,
+    /// Named volumes it mounts (compose names, before the project prefix).
+    pub named_volumes: Vec<String>,
+    pub ports: Vec<PublishedPort>,
+    /// Reserves an NVIDIA GPU (deploy.resources.reservations.devices).
+    pub gpu: bool,
+    pub profiles: Vec<String>,
+}
+
+/// Stack-wide settings from the top-level `x-stackpilot` block.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct StackSettings {
+    /// Absolute backup root (default `<stack>/backups`).
+    pub backup_root: PathBuf,
+    pub keep_last: u32,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+}
+
+/// The resolved stack for one set of profiles.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct StackModel {
+    pub project: String,
+    pub profiles: Vec<String>,
+    /// By service name.
+    pub services: BTreeMap<String, ServiceModel>,
+    /// Top-level named volumes (compose names).
+    pub volumes: Vec<String>,
+    pub settings: StackSettings,
+}
+
+impl StackModel {
+    pub fn service(&self, name: &str) -> Result<&ServiceModel, ToolError> {
+        self.services.get(name).ok_or_else(|| {
+            ToolError::invalid(
+                "services",
+                format!("unknown service `{}`", crate::redact::cap(name, 100)),
+            )
+            .allowed(self.services.keys().cloned())
+        })
+    }
+
+    /// Services with a role, sorted by name.
+    pub fn with_role(&self, role: Role) -> Vec<&ServiceModel> {
+        self.services.values().filter(|s| s.role == role).collect()
+    }
+}
+
+/// The output of one compose invocation.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A compose project: the files, the env file and the project name, as the
+/// CLI is given them on every call.
+#[derive(Debug, Clone)]
+pub struct Compose {
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub env_file: Option<PathBuf>,
+    pub project: String,
+}
+
+fn compose_missing(e: &std::io::Error) -> ToolError {
+    ToolError::external(format!("cannot run the docker CLI ({}): {e}", docker_cli().display())).next_step(
+        "install Docker with the Compose v2 plugin (Debian: docker.io plus docker-compose v2); detect_hardware shows what is reachable",
+    )
+}
+
+impl Compose {
+    pub fn for_stack(stack: &Stack) -> Result<Self, ToolError> {
+        let dir = stack.dir.clone();
+        let files: Vec<PathBuf> = match crate::adapters::env_file::EnvFile::load(&stack.env_path())?
+            .get("COMPOSE_FILE")
+        {
+            Some(list) => list
+                .split(if cfg!(windows) { ';' } else { ':' })
+                .filter(|s| !s.is_empty())
+                .map(|f| dir.join(f))
+                .collect(),
+            None => {
+                let main = FILE_NAMES
+                    .iter()
+                    .map(|n| dir.join(n))
+                    .find(|p| p.is_file())
+                    .ok_or_else(|| {
+                        ToolError::external(format!(
+                            "no compose file in {} (looked for {})",
+                            dir.display(),
+                            FILE_NAMES.join(", ")
+                        ))
+                        .next_step("point --stack at a directory with a compose file")
+                    })?;
+                let mut files = vec![main];
+                files.extend(
+                    OVERRIDE_NAMES
+                        .iter()
+                        .map(|n| dir.join(n))
+                        .find(|p| p.is_file()),
+                );
+                files
+            }
+        };
+        let env = stack.env_path();
+        Ok(Self {
+            dir,
+            files,
+            env_file: env.is_file().then_some(env),
+            project: stack.project.clone(),
+        })
+    }
+
+    /// `docker compose --project-directory D -p P -f F... [--env-file E] [--profile X]...`
+    pub fn base_args(&self, profiles: &[String]) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "compose".into(),
+            "--project-directory".into(),
+            self.dir.clone().into(),
+        ];
+        args.push("-p".into());
+        args.push(self.project.clone().into());
+        for f in &self.files {
+            args.push("-f".into());
+            args.push(f.clone().into());
+        }
+        if let Some(e) = &self.env_file {
+            args.push("--env-file".into());
+            args.push(e.clone().into());
+        }
+        for p in profiles {
+            args.push("--profile".into());
+            args.push(p.into());
+        }
+        args
+    }
+
+    /// A prepared command; the caller adds the subcommand's arguments.
+    pub fn command(&self, profiles: &[String], args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(docker_cli());
+        cmd.args(self.base_args(profiles))
+            .args(args)
+            .current_dir(&self.dir)
+            // COMPOSE_PROFILES in the caller's environment must not add to ours;
+            // the .env's own COMPOSE_PROFILES still applies when no --profile is given.
+            .env_remove("COMPOSE_PROFILES")
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .env_remove("COMPOSE_FILE")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs a short compose command to completion, bounded by `timeout`.
+    pub async fn run(
+        &self,
+        profiles: &[String],
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<Output, ToolError> {
+        let mut cmd = self.command(profiles, args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = tokio::time::timeout(timeout, cmd.output())
+            .await
+            .map_err(|_| {
+                ToolError::external(format!(
+                    "docker compose {} did not finish within {}s",
+                    args.join(" "),
+                    timeout.as_secs()
+                ))
+            })?
+            .map_err(|e| compose_missing(&e))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            let first = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            return Err(ToolError::external(format!(
+                "docker compose {} failed: {}",
+                args.first().copied().unwrap_or(""),
+                crate::redact::cap(&first, 600)
+            ))
+            .evidence(crate::redact::cap(&stderr, 4000))
+            .next_step("fix the compose file or .env as compose's message says, then call again"));
+        }
+        Ok(Output { stdout, stderr })
+    }
+
+    /// The normalized model (`config --format json`), plus service-level
+    /// x-stackpilot blocks, which only the YAML form keeps.
+    pub async fn model(&self, profiles: &[String]) -> Result<StackModel, ToolError> {
+        let t = Duration::from_secs(30);
+        let (json, yaml) = tokio::join!(
+            self.run(profiles, &["config", "--format", "json"], t),
+            self.run(profiles, &["config"], t)
+        );
+        let json: Value = serde_json::from_str(&json?.stdout).map_err(|e| {
+            ToolError::external(format!(
+                "docker compose config --format json printed invalid JSON: {e}"
+            ))
+        })?;
+        let yaml: Value = serde_norway::from_str(&yaml?.stdout).map_err(|e| {
+            ToolError::external(format!("docker compose config printed invalid YAML: {e}"))
+        })?;
+        Ok(model_from_config(&json, &yaml, &self.dir, profiles))
+    }
+
+    /// `config --hash '*'`: the hash compose puts on each container as
+    /// `com.docker.compose.config-hash`; a difference means `up` recreates it.
+    pub async fn config_hashes(
+        &self,
+        profiles: &[String],
+    ) -> Result<BTreeMap<String, String>, ToolError> {
+        let out = self
+            .run(
+                profiles,
+                &["config", "--hash", "*"],
+                Duration::from_secs(30),
+            )
+            .await?;
+        Ok(out
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(s, h)| (s.trim().to_string(), h.trim().to_string()))
+            .collect())
+    }
+}
+
+fn str_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn port_of(v: &Value) -> Option<u16> {
+    str_of(v).and_then(|s| s.parse().ok())
+}
+
+/// Builds the stack model from compose's normalized JSON and YAML forms.
+pub fn model_from_config(
+    json: &Value,
+    yaml: &Value,
+    dir: &Path,
+    profiles: &[String],
+) -> StackModel {
+    let project = json.get("name").and_then(str_of).unwrap_or_default();
+    let mut services = BTreeMap::new();
+    if let Some(Value::Object(svcs)) = json.get("services") {
+        for (name, svc) in svcs {
+            let labels = svc.get("labels").cloned().unwrap_or(Value::Null);
+            let label = |k: &str| labels.get(k).and_then(str_of);
+            let x = yaml
+                .get("services")
+                .and_then(|s| s.get(name))
+                .and_then(|s| s.get("x-stackpilot"));
+            let xfield = |k: &str| x.and_then(|x| x.get(k)).and_then(str_of);
+            let image = svc.get("image").and_then(str_of);
+            let role = label("io.stackpilot.role")
+                .or_else(|| xfield("role"))
+                .and_then(|r| Role::parse(&r))
+                .unwrap_or_else(|| {
+                    image
+                        .as_deref()
+                        .map(Role::from_image)
+                        .unwrap_or(Role::Other)
+                });
+            let mut named_volumes: Vec<String> = svc
+                .get("volumes")
+                .and_then(Value::as_array)
+                .map(|vs| {
+                    vs.iter()
+                        .filter(|v| v.get("type").and_then(Value::as_str) == Some("volume"))
+                        .filter_map(|v| v.get("source").and_then(str_of))
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            named_volumes.sort();
+            named_volumes.dedup();
+            let mut ports: Vec<PublishedPort> = svc
+                .get("ports")
+                .and_then(Value::as_array)
+                .map(|ps| {
+                    ps.iter()
+                        .filter_map(|p| {
+                            Some(PublishedPort {
+                                host_ip: p.get("host_ip").and_then(str_of).unwrap_or_default(),
+                                host_port: p.get("published").and_then(port_of)?,
+                                container_port: p.get("target").and_then(port_of)?,
+                                protocol: p
+                                    .get("protocol")
+                                    .and_then(str_of)
+                                    .unwrap_or_else(|| "tcp".into()),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            ports.sort();
+            let gpu = svc
+                .pointer("/deploy/resources/reservations/devices")
+                .and_then(Value::as_array)
+                .is_some_and(|ds| {
+                    ds.iter().any(|d| {
+                        d.get("driver").and_then(Value::as_str) == Some("nvidia")
+                            || d.get("capabilities")
+                                .and_then(Value::as_array)
+                                .is_some_and(|c| c.iter().any(|c| c == "gpu"))
+                    })
+                });
+            let healthcheck = svc.get("healthcheck").is_some_and(|h| {
+                h.get("disable").and_then(Value::as_bool) != Some(true) && h.get("test").is_some()
+            });
+            services.insert(
+                name.clone(),
+                ServiceModel {
+                    name: name.clone(),
+                    image,
+                    build: svc.get("build").is_some(),
+                    pull_policy: svc.get("pull_policy").and_then(str_of),
+                    role,
+                    health: label("io.stackpilot.health").or_else(|| xfield("health")),
+                    backup: label("io.stackpilot.backup").or_else(|| xfield("backup")),
+                    healthcheck,
+                    named_volumes,
+                    ports,
+                    gpu,
+                    profiles: svc
+                        .get("profiles")
+                        .and_then(Value::as_array)
+                        .map(|p| p.iter().filter_map(str_of).collect())
+                        .unwrap_or_default(),
+                },
+            );
+        }
+    }
+    let mut volumes: Vec<String> = json
+        .get("volumes")
+        .and_then(Value::as_object)
+        .map(|v| v.keys().cloned().collect())
+        .unwrap_or_default();
+    volumes.sort();
+    let xs = json
+        .get("x-stackpilot")
+        .or_else(|| yaml.get("x-stackpilot"));
+    let get_u32 = |k: &str, d: u32| {
+        xs.and_then(|x| {
+            x.get(k)
+                .or_else(|| x.get("retention").and_then(|r| r.get(k)))
+        })
+        .and_then(str_of)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+    };
+    let backup_root = xs
+        .and_then(|x| x.get("backup_root"))
+        .and_then(str_of)
+        .map(|p| dir.join(p))
+        .unwrap_or_else(|| dir.join("backups"));
+    StackModel {
+        project,
+        profiles: profiles.to_vec(),
+        services,
+        volumes,
+        settings: StackSettings {
+            backup_root,
+            keep_last: get_u32("keep_last", 7),
+            keep_daily: get_u32("keep_daily", 0),
+            keep_weekly: get_u32("keep_weekly", 0),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn roles_default_from_images() {
+        assert_eq!(Role::from_image("ollama/ollama:0.9.6"), Role::Ollama);
+        assert_eq!(Role::from_image("postgres:16-alpine"), Role::Postgres);
+        assert_eq!(
+            Role::from_image("docker.io/library/mongo:7.0"),
+            Role::Mongodb
+        );
+        assert_eq!(
+            Role::from_image("qdrant/qdrant:v1.13.6-unprivileged"),
+            Role::Qdrant
+        );
+        assert_eq!(
+            Role::from_image("registry.example/app@sha256:abc"),
+            Role::Other
+        );
+    }
+
+    #[test]
+    fn model_reads_labels_x_blocks_ports_volumes_and_gpus() {
+        let json = json!({
+            "name": "demo",
+            "services": {
+                "db": {"image": "local/pg", "labels": {"io.stackpilot.backup": "pg_dump"},
+                       "volumes": [{"type": "volume", "source": "pgdata", "target": "/data"}, {"type": "bind", "source": "/x", "target": "/y"}],
+                       "ports": [{"host_ip": "127.0.0.1", "published": "15432", "target": 5432, "protocol": "tcp"}],
+                       "healthcheck": {"test": ["CMD", "true"]}},
+                "llm": {"image": "ollama/ollama", "deploy": {"resources": {"reservations": {"devices": [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]}}}},
+                "web": {"image": "busybox", "labels": {"io.stackpilot.role": "api"}}
+            },
+            "volumes": {"pgdata": {}},
+            "x-stackpilot": {"backup_root": "./bk", "retention": {"keep_last": 3}}
+        });
+        let yaml = json!({"services": {"db": {"x-stackpilot": {"role": "postgres", "health": "pg_isready"}}}});
+        let m = model_from_config(&json, &yaml, Path::new("/stack"), &[]);
+        let db = &m.services["db"];
+        assert_eq!(db.role, Role::Postgres, "x-stackpilot block names the role");
+        assert_eq!(db.backup.as_deref(), Some("pg_dump"));
+        assert_eq!(db.health.as_deref(), Some("pg_isready"));
+        assert_eq!(db.named_volumes, ["pgdata"]);
+        assert_eq!(db.ports[0].host_port, 15432);
+        assert!(db.healthcheck);
+        assert!(m.services["llm"].gpu);
+        assert_eq!(m.services["llm"].role, Role::Ollama);
+        assert_eq!(m.services["web"].role, Role::Api);
+        assert_eq!(m.settings.backup_root, Path::new("/stack/bk"));
+        assert_eq!(m.settings.keep_last, 3);
+        assert_eq!(m.volumes, ["pgdata"]);
+    }
+}
