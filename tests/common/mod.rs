@@ -2,6 +2,8 @@
 //! rmcp clients over stdio and Streamable HTTP.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,0 +1,139 @@
+//! Docker test helpers: find the engine scripts/test-env.sh started, and
+//! bring test stacks up in throwaway copies with their own ports and project
+//! names, removed afterwards (also when the test fails).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::root;
+
+/// DOCKER_HOST for the tests: the environment's, else the one
+/// scripts/test-env.sh recorded. `None` (with the reason printed) when no
+/// engine answers outside CI; under CI=true a missing engine fails the test.
+pub fn engine() -> Option<String> {
+    let from_file = std::fs::read_to_string("/run/stackpilot-test/env")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
+                .map(str::to_string)
+        });
+    let host = std::env::var("DOCKER_HOST").ok().or(from_file);
+    let mut cmd = Command::new("docker");
+    if let Some(h) = &host {
+        cmd.env("DOCKER_HOST", h);
+    }
+    let ok = cmd
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        return Some(host.unwrap_or_else(|| "unix:///var/run/docker.sock".into()));
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "no Docker engine answers (DOCKER_HOST={host:?}); scripts/test-env.sh must start one under CI"
+    );
+    eprintln!("skipped: no Docker engine (run scripts/test-env.sh to start one)");
+    None
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A copy of tests/stacks/<name> in a temp dir, with a unique project name
+/// and fresh host ports (every `*_PORT` key of its .env), torn down on drop.
+pub struct DockerStack {
+    pub dir: tempfile::TempDir,
+    pub project: String,
+    pub docker_host: String,
+}
+
+impl DockerStack {
+    pub fn new(name: &str, docker_host: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = root().join("tests/stacks").join(name);
+        for entry in std::fs::read_dir(&src).expect("stack exists") {
+            let entry = entry.expect("entry");
+            if entry.file_type().expect("type").is_file() {
+                std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+            }
+        }
+        let unique = format!(
+            "sptest-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        let env_path = dir.path().join(".env");
+        let env = std::fs::read_to_string(&env_path).unwrap_or_default();
+        let mut out = String::new();
+        for line in env.lines() {
+            match line.split_once('=') {
+                Some((k, _)) if k.ends_with("_PORT") && !k.starts_with('#') => {
+                    out.push_str(&format!("{k}={}\n", free_port()))
+                }
+                _ => out.push_str(&format!("{line}\n")),
+            }
+        }
+        out.push_str(&format!("COMPOSE_PROJECT_NAME={unique}\n"));
+        std::fs::write(&env_path, out).expect("write .env");
+        Self {
+            dir,
+            project: unique,
+            docker_host: docker_host.to_string(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn env_value(&self, key: &str) -> Option<String> {
+        std::fs::read_to_string(self.path().join(".env"))
+            .ok()?
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+    }
+
+    /// `docker compose` on this stack, the way a person would run it.
+    pub fn compose(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env("DOCKER_HOST", &self.docker_host)
+            .arg("compose")
+            .arg("--project-directory")
+            .arg(self.path())
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("docker compose")
+    }
+
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env("DOCKER_HOST", &self.docker_host)
+            .args(args)
+            .output()
+            .expect("docker")
+    }
+}
+
+impl Drop for DockerStack {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "-v", "--remove-orphans", "--timeout", "1"]);
+    }
+}
+
+pub fn stack_dir(name: &str) -> PathBuf {
+    root().join("tests/stacks").join(name)
+}
