@@ -229,7 +229,7 @@ async fn healthcheck(url: &str) -> ExitCode {
 pub fn export_tools(dir: &Path) -> anyhow::Result<usize> {
     std::fs::create_dir_all(dir)?;
     let tools = registry::all();
-    for t in &tools {
+    for t in tools {
         let mut text = serde_json::to_string_pretty(&t.export())?;
         text.push('\n');
         std::fs::write(dir.join(format!("{}.json", t.name)), text)?;

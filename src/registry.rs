@@ -1,7 +1,8 @@
 //! The tool table. Each tool lives in its own file under `ops/` and exports a
 //! `TOOL: ToolDef`; both faces (MCP and CLI) and `tools export` read this table,
 //! so a tool's name, schemas and annotations exist in exactly one place.
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
@@ -81,17 +82,41 @@ impl ToolDef {
 }
 
 /// Every tool, sorted by name.
-pub fn all() -> Vec<&'static ToolDef> {
-    let mut tools: Vec<&'static ToolDef> = vec![
-        &crate::ops::detect_hardware::TOOL,
-        &crate::ops::select_profile::TOOL,
-    ];
-    tools.sort_by_key(|t| t.name);
-    tools
+pub fn all() -> &'static [&'static ToolDef] {
+    static ALL: OnceLock<Vec<&'static ToolDef>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut tools: Vec<&'static ToolDef> = vec![
+            &crate::ops::detect_hardware::TOOL,
+            &crate::ops::select_profile::TOOL,
+        ];
+        tools.sort_by_key(|t| t.name);
+        tools
+    })
 }
 
 pub fn find(name: &str) -> Option<&'static ToolDef> {
-    all().into_iter().find(|t| t.name == name)
+    all().iter().copied().find(|t| t.name == name)
+}
+
+/// The MCP definitions, built once: the HTTP transport looks a tool up on
+/// every request, and rebuilding schemas each time would dominate a call.
+pub fn mcp_tool(def: &ToolDef, read_only_mode: bool) -> Tool {
+    static CACHE: OnceLock<HashMap<(&'static str, bool), Tool>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| {
+        all()
+            .iter()
+            .flat_map(|t| {
+                [
+                    ((t.name, false), t.to_mcp(false)),
+                    ((t.name, true), t.to_mcp(true)),
+                ]
+            })
+            .collect()
+    });
+    cache
+        .get(&(def.name, read_only_mode))
+        .cloned()
+        .unwrap_or_else(|| def.to_mcp(read_only_mode))
 }
 
 /// Parses tool arguments, naming the failing field (`kv_cache_types[1]`) and,

@@ -80,7 +80,7 @@ async fn host_origin_and_body_limits() {
 #[tokio::test]
 async fn bearer_token_is_required_when_configured() {
     let stack = TestStack::new("");
-    let server = http_server(stack.path(), &["--auth-token", "s3cret-token"]).await;
+    let server = http_server(stack.path(), &["--auth-token", "s3cret-token-for-tests"]).await;
     assert_eq!(post(&server.url, &[], init_body().to_string()).await, 401);
     assert_eq!(
         post(
@@ -94,7 +94,7 @@ async fn bearer_token_is_required_when_configured() {
     assert_eq!(
         post(
             &server.url,
-            &[("Authorization", "Bearer s3cret-token")],
+            &[("Authorization", "Bearer s3cret-token-for-tests")],
             init_body().to_string()
         )
         .await,
@@ -112,7 +112,7 @@ async fn bearer_token_is_required_when_configured() {
         let client = http_client(
             &server,
             TestClient::new(Person::Absent, era),
-            Some("s3cret-token"),
+            Some("s3cret-token-for-tests"),
         )
         .await;
         assert!(!is_error(
@@ -134,4 +134,19 @@ fn non_loopback_bind_needs_a_token() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--auth-token"), "{err}");
+    // A short token is refused too.
+    let out = std::process::Command::new(bin())
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--auth-token",
+            "change-me",
+            "--stack",
+        ])
+        .arg(stack.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
 }

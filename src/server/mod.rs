@@ -40,7 +40,8 @@ impl StackpilotServer {
 
     fn visible(&self) -> Vec<&'static ToolDef> {
         registry::all()
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|t| !self.app.mode.read_only || t.available_read_only())
             .collect()
     }
@@ -161,7 +162,8 @@ pub fn error_result(err: &ToolError) -> CallToolResult {
 }
 
 fn done_result(value: Value) -> CallToolResult {
-    let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    // The same JSON as text, for clients that read only `content`.
+    let text = serde_json::to_string(&value).unwrap_or_default();
     let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
     result.structured_content = Some(value);
     result
@@ -223,7 +225,7 @@ impl ServerHandler for StackpilotServer {
         Ok(ListToolsResult::with_all_items(
             self.visible()
                 .iter()
-                .map(|t| t.to_mcp(self.app.mode.read_only))
+                .map(|t| registry::mcp_tool(t, self.app.mode.read_only))
                 .collect(),
         ))
     }
@@ -232,7 +234,7 @@ impl ServerHandler for StackpilotServer {
         self.visible()
             .into_iter()
             .find(|t| t.name == name)
-            .map(|t| t.to_mcp(self.app.mode.read_only))
+            .map(|t| registry::mcp_tool(t, self.app.mode.read_only))
     }
 
     async fn call_tool(

@@ -19,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::server::StackpilotServer;
 
+/// Shorter bearer tokens are refused at startup: a guessable token on a
+/// non-loopback address would hand the Docker socket to anyone who guesses it.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 /// Default request body limit (bytes).
 pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -123,6 +127,14 @@ pub fn router(
             "refusing to serve on {} without --auth-token (or STACKPILOT_AUTH_TOKEN): only loopback addresses may be served unauthenticated",
             opts.addr
         );
+    }
+    if let Some(t) = opts.auth_token.as_deref().filter(|t| !t.is_empty()) {
+        if t.len() < MIN_TOKEN_LEN {
+            anyhow::bail!(
+                "--auth-token is {} characters; use at least {MIN_TOKEN_LEN} (e.g. `openssl rand -hex 24`)",
+                t.len()
+            );
+        }
     }
     let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     if !opts.addr.ip().is_unspecified() {
