@@ -85,6 +85,7 @@ pub fn all() -> Vec<&'static ToolDef> {
     let mut tools: Vec<&'static ToolDef> = vec![
         &crate::ops::detect_hardware::TOOL,
         &crate::ops::health::TOOL,
+        &crate::ops::recover::TOOL,
         &crate::ops::select_profile::TOOL,
     ];
     tools.sort_by_key(|t| t.name);

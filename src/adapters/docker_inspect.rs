@@ -135,15 +135,19 @@ pub async fn inspect(
     }
 }
 
-/// `docker restart` (starts a stopped container too); `stop_timeout_s` is the
-/// grace period before SIGKILL.
-pub async fn restart(docker: &Docker, id: &str, stop_timeout_s: i32) -> Result<(), ToolError> {
+/// `docker restart` (starts a stopped container too). Without `stop_timeout_s`
+/// the engine uses the container's own grace period (compose's
+/// `stop_grace_period`) before SIGKILL.
+pub async fn restart(
+    docker: &Docker,
+    id: &str,
+    stop_timeout_s: Option<i32>,
+    limit: Duration,
+) -> Result<(), ToolError> {
     let options = RestartContainerOptions {
-        t: Some(stop_timeout_s),
+        t: stop_timeout_s,
         ..Default::default()
     };
-    // The engine answers once the container is started again: allow the grace period and some.
-    let limit = Duration::from_secs(u64::try_from(stop_timeout_s).unwrap_or(0) + 60);
     bounded(
         "restart",
         limit,

@@ -157,6 +157,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         },
     )
     .await?;
+    record_verdicts(&call.app, &report);
     serde_json::to_value(report)
         .map(Reply::Done)
         .map_err(|e| ToolError::internal(e.to_string()))

@@ -6,4 +6,5 @@ pub mod health_rules;
 pub mod health_types;
 pub mod memory_model;
 pub mod model_catalogue;
+pub mod recover;
 pub mod select_profile;
