@@ -108,11 +108,21 @@ pub fn parse_args<T: DeserializeOwned>(args: Value) -> Result<T, ToolError> {
         let path = err.path().to_string();
         let inner = err.inner().to_string();
         // serde says `unknown variant `x`, expected one of `a`, `b``; keep it and lift the list.
-        let allowed: Option<Vec<String>> = inner.split_once("expected one of ").map(|(_, list)| {
-            list.split(", ")
-                .map(|s| s.trim().trim_matches('`').to_string())
-                .collect()
-        });
+        // With two variants serde says `expected `a` or `b``.
+        let allowed: Option<Vec<String>> = inner
+            .split_once("expected one of ")
+            .map(|(_, list)| list.split(", ").collect::<Vec<_>>())
+            .or_else(|| {
+                inner
+                    .split_once("unknown variant ")
+                    .and_then(|(_, rest)| rest.split_once(", expected `"))
+                    .map(|(_, list)| list.split(" or ").collect())
+            })
+            .map(|list| {
+                list.into_iter()
+                    .map(|s| s.trim().trim_matches('`').to_string())
+                    .collect()
+            });
         let field = match (path.as_str(), unknown_field(&inner)) {
             (".", Some(f)) => f,
             (".", None) => "arguments".into(),
