@@ -85,6 +85,26 @@ async fn health(client: &Client, args: Value) -> Value {
     structured(&r)
 }
 
+/// Checks `instance` against the tool's advertised outputSchema.
+async fn validate(client: &Client, tool: &str, instance: &Value) {
+    let tools = client.list_all_tools().await.expect("tools/list");
+    let schema = tools
+        .iter()
+        .find(|t| t.name == tool)
+        .and_then(|t| t.output_schema.clone())
+        .expect("outputSchema");
+    let schema = Value::Object((*schema).clone());
+    let validator = jsonschema::validator_for(&schema).expect("outputSchema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{tool} output violates its schema: {errors:?}"
+    );
+}
+
 fn service<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["services"]
         .as_array()
@@ -164,6 +184,7 @@ async fn healthy_stack_with_postgres_and_http_probes() {
     let client = connect(stack.path(), &host, Agent::default()).await;
 
     let report = health(&client, json!({"deep": true})).await;
+    validate(&client, "health", &report).await;
     assert_overall(&report, "healthy");
     assert_eq!(report["counts"]["healthy"], 2);
     let pg = service(&report, "postgres");
@@ -375,6 +396,7 @@ async fn stopped_and_missing_services_and_recover_brings_them_back() {
     assert!(out.status.success());
 
     let report = health(&client, json!({})).await;
+    validate(&client, "health", &report).await;
     assert_eq!(report["overall"], "unhealthy");
     assert_eq!(report["counts"]["stopped"], 1);
     assert_eq!(report["counts"]["missing"], 1);
@@ -430,6 +452,7 @@ async fn stopped_and_missing_services_and_recover_brings_them_back() {
     let took = started.elapsed();
     assert!(!is_error(&r), "{r:?}");
     let out = structured(&r);
+    validate(&client, "recover", &out).await;
     assert_eq!(out["wait_outcome"], "healthy", "{out:#}");
     assert_eq!(out["confirmed_by"], "not_needed");
     assert_eq!(out["health"]["verdict"], "healthy");
@@ -450,6 +473,7 @@ async fn stopped_and_missing_services_and_recover_brings_them_back() {
     )
     .await;
     let first = structured(&r);
+    validate(&client, "recover", &first).await;
     assert_eq!(first["confirmation_required"], true, "{first:#}");
     assert_eq!(first["plan"]["steps"][0]["destructive"], true);
     let report = health(&client, json!({"services": ["cache"]})).await;
