@@ -713,18 +713,33 @@ async fn check_service(
             }
         }
     }
+    // The role probes need only the bindings, so they run alongside the connects.
+    let unprobed: Vec<PortReport> = binds
+        .iter()
+        .map(|(ip, hp, cp, proto)| PortReport {
+            host_ip: ip.clone(),
+            host_port: *hp,
+            container_port: *cp,
+            protocol: proto.clone(),
+            probed: None,
+            open: None,
+            error: None,
+            ms: 0.0,
+        })
+        .collect();
     let ports_fut = join_all(
         binds
             .into_iter()
             .map(|(ip, hp, cp, proto)| probe_port(ip, hp, cp, proto)),
     );
     let first_running = running.first().map(|(id, _)| id.clone());
-    let logs_fut = logs(ctx, &pcs);
-    let (mut ports, logs) = tokio::join!(ports_fut, logs_fut);
-    let (probes, ollama) = match (&first_running, ctx.deep) {
-        (Some(id), true) => deep_probes(ctx, svc, id, &ports).await,
-        _ => (Vec::new(), None),
+    let deep_fut = async {
+        match (&first_running, ctx.deep) {
+            (Some(id), true) => deep_probes(ctx, svc, id, &unprobed).await,
+            _ => (Vec::new(), None),
+        }
     };
+    let (mut ports, logs, (probes, ollama)) = tokio::join!(ports_fut, logs(ctx, &pcs), deep_fut);
     if running.is_empty() {
         ports = svc
             .ports
