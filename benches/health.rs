@@ -6,12 +6,12 @@
 //! Docker health check and one published port), over one stdio MCP session:
 //! 1. health without deep: median round trip (target <= 50 ms);
 //! 2. health with deep (an HTTP GET per service as well): median round trip
-//!    (target <= 300 ms);
-//! and for each, from the report's own `timings`, the server-side wall time
+//!    (target <= 300 ms).
+//!
+//! For each, from the report's own `timings`, the server-side wall time
 //! against the sum of every probe's time and the slowest probe: the probes
 //! run concurrently, so the wall time follows the slowest, not the sum.
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::Instant;
