@@ -42,6 +42,8 @@ pub struct App {
     pub host_cache: Mutex<Option<(Instant, HostFacts)>>,
     /// The engine connection, made on first use and kept (failures are not cached).
     docker: tokio::sync::OnceCell<bollard::Docker>,
+    /// Tool calls, confirmations and health verdicts, served at /metrics.
+    pub metrics: crate::server::metrics::Metrics,
 }
 
 /// How long host facts are reused.
@@ -58,6 +60,7 @@ impl App {
             runtime_cache: Mutex::new(None),
             host_cache: Mutex::new(None),
             docker: tokio::sync::OnceCell::new(),
+            metrics: crate::server::metrics::Metrics::new(),
         }
     }
 

@@ -146,7 +146,13 @@ impl Call {
         store::confirm_key(&self.app.stack.state_dir).map_err(ToolError::from)
     }
 
+    /// Counts one guard decision for /metrics (see server::metrics for the values).
+    fn count(&self, outcome: &str, via: &str) {
+        self.app.metrics.confirmation(outcome, via);
+    }
+
     fn confirmation_required(&self, plan: &Plan, reason: &str) -> Result<Reply, ToolError> {
+        self.count("asked", "token");
         let now = clock::now_unix();
         let (token, claims) =
             guard::issue_token(&self.key()?, &plan.digest, &self.app.stack.id, now)?;
@@ -163,11 +169,13 @@ impl Call {
             .map_err(|e| ToolError::internal(e.to_string()))
     }
 
-    fn declined(&self, plan: &Plan, answer: Answer) -> Result<Reply, ToolError> {
-        self.set_outcome(match answer {
+    fn declined(&self, plan: &Plan, answer: Answer, via: &str) -> Result<Reply, ToolError> {
+        let outcome = match answer {
             Answer::Cancel => "cancelled",
             _ => "declined",
-        });
+        };
+        self.count(outcome, via);
+        self.set_outcome(outcome);
         let out = Declined {
             declined: true,
             answer,
@@ -210,6 +218,7 @@ impl Call {
             return Ok(Gate::Proceed(ConfirmedBy::NotNeeded));
         }
         if self.app.mode.allow_destructive {
+            self.count("bypassed", "allow_destructive");
             self.record(plan, Some(ConfirmedBy::AllowDestructive));
             return Ok(Gate::Proceed(ConfirmedBy::AllowDestructive));
         }
@@ -219,37 +228,49 @@ impl Call {
             }
             return match retry.answer {
                 Some(Answer::Accept) => {
+                    self.count("accepted", "input_required");
                     self.record(plan, Some(ConfirmedBy::InputRequired));
                     Ok(Gate::Proceed(ConfirmedBy::InputRequired))
                 }
-                Some(other) => Ok(Gate::Halt(self.declined(plan, other)?)),
-                None => Ok(Gate::Halt(self.declined(plan, Answer::Cancel)?)),
+                Some(other) => Ok(Gate::Halt(self.declined(plan, other, "input_required")?)),
+                None => Ok(Gate::Halt(self.declined(
+                    plan,
+                    Answer::Cancel,
+                    "input_required",
+                )?)),
             };
         }
         if let Some(token) = confirm_token {
             if let Some(drift) = self.redeem(token, plan)? {
                 return Ok(Gate::Halt(drift));
             }
+            self.count("accepted", "token");
             self.record(plan, Some(ConfirmedBy::Token));
             return Ok(Gate::Proceed(ConfirmedBy::Token));
         }
         match self.confirmer.mode() {
             ConfirmMode::Yes => {
+                self.count("accepted", "cli_yes");
                 self.record(plan, Some(ConfirmedBy::CliYes));
                 Ok(Gate::Proceed(ConfirmedBy::CliYes))
             }
-            ConfirmMode::Elicit => match self.confirmer.ask(plan.confirmation_text()).await {
-                Ok(Answer::Accept) => {
-                    self.record(plan, Some(ConfirmedBy::Elicitation));
-                    Ok(Gate::Proceed(ConfirmedBy::Elicitation))
+            ConfirmMode::Elicit => {
+                self.count("asked", "elicitation");
+                match self.confirmer.ask(plan.confirmation_text()).await {
+                    Ok(Answer::Accept) => {
+                        self.count("accepted", "elicitation");
+                        self.record(plan, Some(ConfirmedBy::Elicitation));
+                        Ok(Gate::Proceed(ConfirmedBy::Elicitation))
+                    }
+                    Ok(other) => Ok(Gate::Halt(self.declined(plan, other, "elicitation")?)),
+                    Err(why) => {
+                        tracing::warn!(%why, "elicitation failed; falling back to a confirm token");
+                        Ok(Gate::Halt(self.confirmation_required(plan, "destructive plan: confirm with the token (asking the person failed)")?))
+                    }
                 }
-                Ok(other) => Ok(Gate::Halt(self.declined(plan, other)?)),
-                Err(why) => {
-                    tracing::warn!(%why, "elicitation failed; falling back to a confirm token");
-                    Ok(Gate::Halt(self.confirmation_required(plan, "destructive plan: confirm with the token (asking the person failed)")?))
-                }
-            },
+            }
             ConfirmMode::InputRequired => {
+                self.count("asked", "input_required");
                 let (token, _) = guard::issue_token(&self.key()?, &plan.digest, &self.app.stack.id, clock::now_unix())?;
                 self.set_outcome("input_required");
                 Ok(Gate::Halt(Reply::InputRequired {

@@ -40,6 +40,40 @@ pub fn redact_env_line(line: &str) -> String {
     }
 }
 
+/// Redacts secrets in free text from a container (log lines, probe output):
+/// every `KEY=value` token and every `key: value` pair whose key names a
+/// secret, and drops control characters (terminal escapes) so the text cannot
+/// rewrite what a person sees.
+pub fn redact_text(line: &str) -> String {
+    let clean: String = line
+        .chars()
+        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut hide_next = false;
+    for token in clean.split(' ') {
+        if hide_next && !token.is_empty() {
+            out.push(REDACTED.to_string());
+            hide_next = false;
+            continue;
+        }
+        if let Some((k, _)) = token.split_once('=') {
+            let key = k.trim_start_matches(['-', '"', '\'']);
+            if is_secret_key(key) {
+                out.push(format!("{k}={REDACTED}"));
+                continue;
+            }
+        }
+        if let Some(key) = token.strip_suffix(':') {
+            if is_secret_key(key.trim_matches(['"', '\''])) {
+                hide_next = true;
+            }
+        }
+        out.push(token.to_string());
+    }
+    out.join(" ")
+}
+
 /// Caps a string at `max` bytes on a char boundary, saying how much was cut.
 pub fn cap(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -65,6 +99,19 @@ mod tests {
         assert_eq!(r["nested"]["api_key"], REDACTED);
         assert_eq!(r["nested"]["model"], "m");
         assert_eq!(r["confirm_token"], REDACTED);
+    }
+
+    #[test]
+    fn free_text_secrets_are_redacted() {
+        assert_eq!(
+            redact_text("connecting with DB_PASSWORD=hunter2 user=app"),
+            "connecting with DB_PASSWORD=[redacted] user=app"
+        );
+        assert_eq!(
+            redact_text("api_key: abc123 model: llama"),
+            "api_key: [redacted] model: llama"
+        );
+        assert_eq!(redact_text("bell\u{7}\u{1b}[2Jclear"), "bell  [2Jclear");
     }
 
     #[test]

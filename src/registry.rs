@@ -87,6 +87,8 @@ pub fn all() -> &'static [&'static ToolDef] {
     ALL.get_or_init(|| {
         let mut tools: Vec<&'static ToolDef> = vec![
             &crate::ops::detect_hardware::TOOL,
+            &crate::ops::health::TOOL,
+            &crate::ops::recover::TOOL,
             &crate::ops::select_profile::TOOL,
         ];
         tools.sort_by_key(|t| t.name);
@@ -131,11 +133,21 @@ pub fn parse_args<T: DeserializeOwned>(args: Value) -> Result<T, ToolError> {
         let path = err.path().to_string();
         let inner = err.inner().to_string();
         // serde says `unknown variant `x`, expected one of `a`, `b``; keep it and lift the list.
-        let allowed: Option<Vec<String>> = inner.split_once("expected one of ").map(|(_, list)| {
-            list.split(", ")
-                .map(|s| s.trim().trim_matches('`').to_string())
-                .collect()
-        });
+        // With two variants serde says `expected `a` or `b``.
+        let allowed: Option<Vec<String>> = inner
+            .split_once("expected one of ")
+            .map(|(_, list)| list.split(", ").collect::<Vec<_>>())
+            .or_else(|| {
+                inner
+                    .split_once("unknown variant ")
+                    .and_then(|(_, rest)| rest.split_once(", expected `"))
+                    .map(|(_, list)| list.split(" or ").collect())
+            })
+            .map(|list| {
+                list.into_iter()
+                    .map(|s| s.trim().trim_matches('`').to_string())
+                    .collect()
+            });
         let field = match (path.as_str(), unknown_field(&inner)) {
             (".", Some(f)) => f,
             (".", None) => "arguments".into(),

@@ -26,7 +26,10 @@ fn validate(schema: &serde_json::Map<String, Value>, instance: &Value) {
 async fn exercise(client: &Client) {
     let tools = client.list_all_tools().await.expect("tools/list");
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, ["detect_hardware", "select_profile"]);
+    assert_eq!(
+        names,
+        ["detect_hardware", "health", "recover", "select_profile"]
+    );
     for t in &tools {
         assert!(
             t.title.as_deref().is_some_and(|s| !s.is_empty()),
@@ -68,6 +71,19 @@ async fn exercise(client: &Client) {
     assert!(!is_error(&here), "{here:?}");
     validate(&schema_of("select_profile"), &structured(&here));
     assert_eq!(structured(&here)["hardware_source"], "detected");
+
+    // Without an engine (these servers get none) health and recover fail as
+    // tool results whose error form validates too, and say what to do.
+    for (tool, args) in [
+        ("health", json!({})),
+        ("recover", json!({"service": "web"})),
+    ] {
+        let r = call(client, tool, args).await;
+        assert!(is_error(&r), "{tool}: {r:?}");
+        let out = structured(&r);
+        validate(&schema_of(tool), &out);
+        assert!(out["error"]["next_step"].is_string(), "{out:#}");
+    }
 }
 
 #[tokio::test]

@@ -240,7 +240,8 @@ fn simd_detected() -> Vec<String> {
 
 // ---------------------------------------------------------------- memory
 
-fn probe_memory() -> MemoryInfo {
+/// Total and available memory (procfs on Linux, sysinfo elsewhere).
+pub fn probe_memory() -> MemoryInfo {
     if let Some(mem) = fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| parse_meminfo(&t))
@@ -637,7 +638,8 @@ fn nvml_reason(e: &NvmlError) -> String {
     }
 }
 
-fn nvidia_gpus() -> Result<Vec<GpuInfo>, String> {
+/// NVIDIA GPUs through NVML (loaded once), with free memory; blocking.
+pub fn nvidia_gpus() -> Result<Vec<GpuInfo>, String> {
     let nvml = nvml()?;
     let count = nvml.device_count().map_err(|e| nvml_reason(&e))?;
     let driver_version = nvml.sys_driver_version().ok();

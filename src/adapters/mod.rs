@@ -1,7 +1,10 @@
 //! Adapters: the only code that touches the outside world.
 pub mod compose;
+pub mod compose_cache;
 pub mod docker;
+pub mod docker_inspect;
 pub mod env_file;
 pub mod hardware;
+pub mod net_probe;
 pub mod runtime_probe;
 pub mod store;

@@ -2,6 +2,7 @@
 //! confirmer (elicitation, input-required, or token) and progress sink, and one
 //! audit line per mutating call. Transports (stdio, HTTP) serve this handler.
 pub mod audit;
+pub mod metrics;
 pub mod prompts;
 
 use std::sync::Arc;
@@ -185,7 +186,20 @@ fn input_required(state: String, message: String) -> Result<InputRequiredResult,
     Ok(InputRequiredResult::new(Some(requests), Some(state)))
 }
 
-/// Runs one tool for any face and writes the audit line for mutating tools.
+/// How a call ended, as metrics and logs name it: `ok`, `error`,
+/// `confirmation_required`, `declined` (or cancelled) or `input_required`.
+pub fn outcome_of(result: &Result<Reply, ToolError>) -> &'static str {
+    match result {
+        Err(_) => "error",
+        Ok(Reply::InputRequired { .. }) => "input_required",
+        Ok(Reply::Done(v)) if v.get("confirmation_required").is_some() => "confirmation_required",
+        Ok(Reply::Done(v)) if v.get("declined").is_some() => "declined",
+        Ok(Reply::Done(_)) => "ok",
+    }
+}
+
+/// Runs one tool for any face: counts it (metrics), logs one event with its
+/// duration and outcome, and writes the audit line for mutating tools.
 pub async fn run_tool(
     def: &'static ToolDef,
     call: Arc<Call>,
@@ -194,14 +208,20 @@ pub async fn run_tool(
     let started = Instant::now();
     let audit_args = crate::redact::redact_json(&args);
     let result = (def.run)(call.clone(), args).await;
+    let elapsed = started.elapsed();
+    let outcome = outcome_of(&result);
+    call.app
+        .metrics
+        .tool_call(def.name, outcome, elapsed.as_secs_f64());
     tracing::info!(
         tool = def.name,
-        duration_ms = started.elapsed().as_millis() as u64,
-        outcome = if result.is_ok() { "ok" } else { "error" },
+        duration_ms = elapsed.as_millis() as u64,
+        outcome,
+        transport = call.app.mode.transport,
         "tool call"
     );
     if def.mutating() {
-        audit::write(&call, def.name, audit_args, &result, started.elapsed());
+        audit::write(&call, def.name, audit_args, &result, elapsed);
     }
     result
 }

@@ -1,4 +1,7 @@
-//! MCP over Streamable HTTP at /mcp (SSE for long calls), plus /healthz.
+//! MCP over Streamable HTTP at /mcp (SSE for long calls), plus the server's
+//! own health: `/healthz` (alive), `/readyz` (the Docker engine answers) and
+//! `/metrics` (OpenMetrics text; needs the bearer token when one is set,
+//! because it reveals activity; the two probes stay open for orchestrators).
 //!
 //! Loopback by default. Any other bind address needs a bearer token. Every
 //! request's Host (and Origin, when sent) must name an allowed host, which
@@ -95,7 +98,7 @@ async fn gatekeeper(State(gate): State<Gate>, request: Request, next: Next) -> R
         }
     }
     let path = request.uri().path();
-    let open = path == "/healthz";
+    let open = path == "/healthz" || path == "/readyz";
     if let (Some(token), false) = (&gate.token, open) {
         let given = headers
             .get(header::AUTHORIZATION)
@@ -115,6 +118,42 @@ async fn gatekeeper(State(gate): State<Gate>, request: Request, next: Next) -> R
         }
     }
     next.run(request).await
+}
+
+/// How long /readyz waits for the engine.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// 200 when the Docker engine answers a ping, 503 with the reason otherwise.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let ping = async {
+        let docker = app.docker().await.map_err(|e| e.message)?;
+        docker.ping().await.map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(READY_TIMEOUT, ping).await {
+        Ok(Ok(_)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain")],
+            "ready\n",
+        )
+            .into_response(),
+        Ok(Err(why)) => deny(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("not ready: {}", crate::redact::cap(&why, 400)),
+        ),
+        Err(_) => deny(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the Docker engine did not answer within 2 s",
+        ),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, crate::server::metrics::CONTENT_TYPE)],
+        app.metrics.encode(),
+    )
+        .into_response()
 }
 
 pub fn router(
@@ -165,6 +204,9 @@ pub fn router(
     Ok(Router::new()
         .nest_service("/mcp", service)
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
         .layer(middleware::from_fn_with_state(gate, gatekeeper)))
 }
 
