@@ -40,6 +40,50 @@ pub fn redact_env_line(line: &str) -> String {
     }
 }
 
+/// Redacts free text from a container (logs, health-check output): every
+/// known secret value, and the value of every `KEY=value` / `KEY: value` token
+/// whose key names a secret.
+pub fn redact_text(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(s.as_str(), REDACTED);
+    }
+    out.lines()
+        .map(redact_line_tokens)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn redact_line_tokens(line: &str) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let mut redact_next = false;
+    for word in line.split(' ') {
+        if redact_next && !word.is_empty() {
+            words.push(REDACTED.to_string());
+            redact_next = false;
+            continue;
+        }
+        match word.split_once('=') {
+            Some((k, v))
+                if !v.is_empty()
+                    && is_secret_key(
+                        k.trim_matches(|c: char| !c.is_alphanumeric() && c != '_'),
+                    ) =>
+            {
+                words.push(format!("{k}={REDACTED}"));
+            }
+            _ => {
+                if let Some(k) = word.strip_suffix(':') {
+                    redact_next =
+                        is_secret_key(k.trim_matches(|c: char| !c.is_alphanumeric() && c != '_'));
+                }
+                words.push(word.to_string());
+            }
+        }
+    }
+    words.join(" ")
+}
+
 /// Caps a string at `max` bytes on a char boundary, saying how much was cut.
 pub fn cap(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -65,6 +109,16 @@ mod tests {
         assert_eq!(r["nested"]["api_key"], REDACTED);
         assert_eq!(r["nested"]["model"], "m");
         assert_eq!(r["confirm_token"], REDACTED);
+    }
+
+    #[test]
+    fn free_text_is_redacted() {
+        let text = "starting\nDB_PASSWORD=hunter2 user=app\napi_key: abc123 next\nconnect with s3cr3t-value ok";
+        let r = redact_text(text, &["s3cr3t-value".to_string()]);
+        assert!(!r.contains("hunter2"), "{r}");
+        assert!(!r.contains("abc123"), "{r}");
+        assert!(!r.contains("s3cr3t-value"), "{r}");
+        assert!(r.contains("user=app") && r.contains("next") && r.contains("starting"));
     }
 
     #[test]

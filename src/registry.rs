@@ -83,8 +83,11 @@ impl ToolDef {
 /// Every tool, sorted by name.
 pub fn all() -> Vec<&'static ToolDef> {
     let mut tools: Vec<&'static ToolDef> = vec![
+        &crate::ops::compose_down::TOOL,
+        &crate::ops::compose_up::TOOL,
         &crate::ops::detect_hardware::TOOL,
         &crate::ops::select_profile::TOOL,
+        &crate::ops::stack_status::TOOL,
     ];
     tools.sort_by_key(|t| t.name);
     tools
