@@ -289,10 +289,20 @@ impl Compose {
         args
     }
 
-    /// A prepared command; the caller adds the subcommand's arguments.
+    /// A prepared command; the caller adds the subcommand's arguments. Runs
+    /// the Compose v2 plugin binary directly once `resolve_cli` has found and
+    /// checked it, else `docker compose`.
     pub fn command(&self, profiles: &[String], args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(docker_cli());
-        cmd.args(self.base_args(profiles))
+        let (program, base) = match CLI.get() {
+            Some(Cli::Plugin(path)) => {
+                let mut base = self.base_args(profiles);
+                base.remove(0);
+                (path.clone(), base)
+            }
+            _ => (docker_cli(), self.base_args(profiles)),
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(base)
             .args(args)
             .current_dir(&self.dir)
             // COMPOSE_PROFILES in the caller's environment must not add to ours;
@@ -300,6 +310,9 @@ impl Compose {
             .env_remove("COMPOSE_PROFILES")
             .env_remove("COMPOSE_PROJECT_NAME")
             .env_remove("COMPOSE_FILE")
+            // Set only when the docker CLI runs a plugin; the plugin binary
+            // called directly must see itself as standalone.
+            .env_remove("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         cmd
@@ -312,6 +325,7 @@ impl Compose {
         args: &[&str],
         timeout: Duration,
     ) -> Result<Output, ToolError> {
+        resolve_cli().await?;
         let mut cmd = self.command(profiles, args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let out = tokio::time::timeout(timeout, cmd.output())
@@ -348,23 +362,19 @@ impl Compose {
         Ok(Output { stdout, stderr })
     }
 
-    /// The normalized model (`config --format json`), plus service-level
-    /// x-stackpilot blocks, which only the YAML form keeps.
+    /// The normalized model from one `docker compose config` run. Its YAML
+    /// form carries everything `config --format json` does (labels, ports,
+    /// volumes, deploy, top-level x-* blocks) and also the service-level
+    /// x-stackpilot blocks the JSON form drops, so one process is enough;
+    /// tests/compose_model.rs checks the two forms give the same model.
     pub async fn model(&self, profiles: &[String]) -> Result<StackModel, ToolError> {
-        let t = Duration::from_secs(30);
-        let (json, yaml) = tokio::join!(
-            self.run(profiles, &["config", "--format", "json"], t),
-            self.run(profiles, &["config"], t)
-        );
-        let json: Value = serde_json::from_str(&json?.stdout).map_err(|e| {
-            ToolError::external(format!(
-                "docker compose config --format json printed invalid JSON: {e}"
-            ))
-        })?;
-        let yaml: Value = serde_norway::from_str(&yaml?.stdout).map_err(|e| {
+        let yaml = self
+            .run(profiles, &["config"], Duration::from_secs(30))
+            .await?;
+        let yaml: Value = serde_norway::from_str(&yaml.stdout).map_err(|e| {
             ToolError::external(format!("docker compose config printed invalid YAML: {e}"))
         })?;
-        Ok(model_from_config(&json, &yaml, &self.dir, profiles))
+        Ok(model_from_config(&yaml, &yaml, &self.dir, profiles))
     }
 
     /// `config --hash '*'`: the hash compose puts on each container as
@@ -438,6 +448,7 @@ impl Compose {
         ct: &CancellationToken,
         mut on_event: impl FnMut(StreamEvent<'_>),
     ) -> Result<Streamed, ToolError> {
+        resolve_cli().await?;
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = self.command(profiles, &arg_refs);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -500,6 +511,133 @@ impl Compose {
             elapsed: started.elapsed(),
         })
     }
+}
+
+/// How Compose v2 is run on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cli {
+    /// `docker compose ...`.
+    Docker,
+    /// The same plugin binary `docker compose` runs, called directly in its
+    /// standalone mode (`docker-compose ...`): the docker CLI in front of a
+    /// plugin starts it twice (metadata, then the command), which costs
+    /// about 40 ms per call.
+    Plugin(PathBuf),
+}
+
+/// Resolved once per process; failures are not kept, so installing Compose
+/// later works without a restart.
+static CLI: tokio::sync::OnceCell<Cli> = tokio::sync::OnceCell::const_new();
+
+/// Where the docker CLI looks for plugins, in its order.
+fn plugin_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(config) = std::env::var_os("DOCKER_CONFIG") {
+        dirs.push(PathBuf::from(config).join("cli-plugins"));
+    } else if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".docker/cli-plugins"));
+    }
+    for d in [
+        "/usr/local/lib/docker/cli-plugins",
+        "/usr/local/libexec/docker/cli-plugins",
+        "/usr/lib/docker/cli-plugins",
+        "/usr/libexec/docker/cli-plugins",
+        "/Applications/Docker.app/Contents/Resources/cli-plugins",
+    ] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs
+}
+
+async fn version_of(program: &Path, args: &[&str]) -> Result<String, (String, String)> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .env_remove("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| {
+        (
+            String::new(),
+            format!("{} did not answer within 10 s", program.display()),
+        )
+    })?
+    .map_err(|e| (String::new(), e.to_string()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !stdout.is_empty() {
+        Ok(stdout.trim_start_matches('v').to_string())
+    } else {
+        Err((String::from_utf8_lossy(&out.stderr).into_owned(), stdout))
+    }
+}
+
+/// Checks that `docker compose` is Compose v2, then finds the plugin binary it
+/// runs so later calls can skip the docker CLI. Missing or older Compose is
+/// an error that says how to install it.
+pub async fn resolve_cli() -> Result<&'static Cli, ToolError> {
+    CLI.get_or_try_init(|| async {
+        let docker = docker_cli();
+        let plugin = plugin_dirs()
+            .into_iter()
+            .map(|d| {
+                d.join(if cfg!(windows) {
+                    "docker-compose.exe"
+                } else {
+                    "docker-compose"
+                })
+            })
+            .find(|p| p.is_file());
+        let direct = async {
+            match &plugin {
+                Some(p) => version_of(p, &["version", "--short"]).await.ok(),
+                None => None,
+            }
+        };
+        let (via_docker, direct) = tokio::join!(
+            version_of(&docker, &["compose", "version", "--short"]),
+            direct
+        );
+        let version = match via_docker {
+            Ok(v) => v,
+            Err((stderr, _)) if plugin_missing(&stderr) => {
+                return Err(compose_plugin_missing(&stderr))
+            }
+            Err((stderr, detail)) => {
+                let why = stderr
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or(detail.as_str())
+                    .trim()
+                    .to_string();
+                return Err(ToolError::external(format!(
+                    "cannot run `{} compose version` for Docker Compose v2: {}",
+                    docker.display(),
+                    crate::redact::cap(&why, 300)
+                ))
+                .next_step(INSTALL_COMPOSE));
+            }
+        };
+        if !version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            .is_some_and(|m| m >= 2)
+        {
+            return Err(ToolError::external(format!(
+                "`docker compose` is Compose {version}, not v2"
+            ))
+            .next_step(INSTALL_COMPOSE));
+        }
+        Ok(match (plugin, direct) {
+            (Some(p), Some(v)) if v == version => Cli::Plugin(p),
+            _ => Cli::Docker,
+        })
+    })
+    .await
 }
 
 /// `--profile '*'`: every profile at once.

@@ -243,31 +243,41 @@ async fn observe(
     let stack = &call.app.stack;
     let compose = Compose::for_stack(stack)?;
     let profiles: Vec<String> = profile.map(|p| vec![p.to_string()]).unwrap_or_default();
+    let project_name = stack.project.clone();
+    // The engine's containers first (milliseconds); compose's config hashes
+    // only matter when the project has containers to compare them with, so a
+    // cold stack costs one compose process less.
     let engine_side = async {
         let engine = call.app.docker().await?;
-        let (list, facts) = tokio::join!(
-            docker::list_containers(engine, None),
-            docker::engine_facts(engine)
-        );
-        Ok::<_, ToolError>((list?, facts?))
+        let list = docker::list_containers(engine, None).await?;
+        let hashes = if list
+            .iter()
+            .any(|c| label(c, LABEL_PROJECT) == Some(project_name.as_str()))
+        {
+            Some(compose.config_hashes(&profiles).await)
+        } else {
+            None
+        };
+        Ok::<_, ToolError>((list, hashes))
     };
+    let facts = async { docker::engine_facts(call.app.docker().await?).await };
     let known_profiles = async {
         match profile {
             Some(_) => compose.profiles().await.map(Some),
             None => Ok(None),
         }
     };
-    let (engine_side, model, hashes, known_profiles) = tokio::join!(
-        engine_side,
-        compose.model(&profiles),
-        compose.config_hashes(&profiles),
-        known_profiles
-    );
+    let (engine_side, facts, model, known_profiles) =
+        tokio::join!(engine_side, facts, compose.model(&profiles), known_profiles);
     // What is missing matters more than what failed: no Compose v2, then no
     // engine, then the stack's own errors (compose's message).
+    let hash_error = match &engine_side {
+        Ok((_, Some(Err(e)))) => Some(e),
+        _ => None,
+    };
     for r in [
         model.as_ref().err(),
-        hashes.as_ref().err(),
+        hash_error,
         known_profiles.as_ref().err(),
     ]
     .into_iter()
@@ -277,7 +287,8 @@ async fn observe(
             return Err(r.clone());
         }
     }
-    let (list, facts) = engine_side?;
+    let (list, hashes) = engine_side?;
+    let facts = facts?;
     if let (Some(p), Some(known)) = (profile, known_profiles?) {
         if !known.iter().any(|k| k == p) {
             let mut e = ToolError::invalid(
@@ -298,7 +309,7 @@ async fn observe(
         }
     }
     let model = model?;
-    let hashes = hashes?;
+    let hashes = hashes.transpose()?.unwrap_or_default();
     let scope = match requested {
         None => model.services.keys().cloned().collect(),
         Some(req) => {
@@ -315,7 +326,6 @@ async fn observe(
             with_dependencies(&model, req)
         }
     };
-    let project_name = stack.project.clone();
     let (project, others): (Vec<ContainerSummary>, Vec<ContainerSummary>) = list
         .into_iter()
         .partition(|c| label(c, LABEL_PROJECT) == Some(project_name.as_str()));
@@ -438,7 +448,7 @@ fn service_step(
                 "create",
                 format!("no container yet: create and start it from {image}"),
                 None,
-                desired_hash.map(|h| json!({ "config_hash": h })),
+                None,
                 false,
                 StepCost::default(),
             ),
@@ -911,7 +921,15 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         call.lock_stack().await?;
     }
     let obs = observe(&call, input.profile.as_deref(), requested.as_ref()).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "compose_up: observed"
+    );
     let planned = plan(&call, &obs, &input).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "compose_up: planned"
+    );
     let engine = call.app.docker().await?;
     let before: BTreeMap<String, (String, String)> = obs
         .project
@@ -1040,6 +1058,11 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
                 },
             )
             .await?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            cli_ms = streamed.elapsed.as_millis() as u64,
+            "compose_up: {phase} done"
+        );
         lines_seen.extend(streamed.lines.iter().cloned());
         if streamed.end
             != (StreamEnd::Exited {
@@ -1072,6 +1095,10 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         }
     }
     out.services = reports;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "compose_up: reported"
+    );
     let failed: Vec<&ServiceReport> = out.services.iter().filter(|r| !r.ready()).collect();
     match result {
         None if failed.is_empty() => finish(out, started),
