@@ -621,12 +621,11 @@ pub async fn resolve_cli() -> Result<&'static Cli, ToolError> {
                 .next_step(INSTALL_COMPOSE));
             }
         };
-        if !version
+        let major = version
             .split('.')
             .next()
-            .and_then(|m| m.parse::<u32>().ok())
-            .is_some_and(|m| m >= 2)
-        {
+            .and_then(|m| m.parse::<u32>().ok());
+        if major.is_none_or(|m| m < 2) {
             return Err(ToolError::external(format!(
                 "`docker compose` is Compose {version}, not v2"
             ))

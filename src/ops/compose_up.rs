@@ -430,12 +430,12 @@ fn service_step(
     let data = holds_data(svc);
     let data_note = if data {
         format!(
-            " ({} service{}: confirmation required)",
+            "; it holds data (role {}{}), so this needs confirmation",
             role_name(svc.role),
             if svc.named_volumes.is_empty() {
                 String::new()
             } else {
-                format!(" with volume {}", svc.named_volumes.join(", "))
+                format!(", named volume {}", svc.named_volumes.join(", "))
             }
         )
     } else {
@@ -549,7 +549,7 @@ fn role_name(role: Role) -> &'static str {
         Role::Api => "api",
         Role::Worker => "worker",
         Role::Volume => "volume",
-        Role::Other => "data",
+        Role::Other => "other",
     }
 }
 
