@@ -40,38 +40,58 @@ pub fn redact_env_line(line: &str) -> String {
     }
 }
 
-/// Redacts secrets in free text from a container (log lines, probe output):
-/// every `KEY=value` token and every `key: value` pair whose key names a
-/// secret, and drops control characters (terminal escapes) so the text cannot
-/// rewrite what a person sees.
-pub fn redact_text(line: &str) -> String {
-    let clean: String = line
+/// Redacts free text from a container (logs, health-check output, probe
+/// answers): every known secret value, the value of every `KEY=value` /
+/// `KEY: value` token whose key names a secret, and control characters
+/// (terminal escapes) so the text cannot rewrite what a person sees.
+pub fn redact_text(text: &str, secrets: &[String]) -> String {
+    let mut out: String = text
         .chars()
-        .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() && c != '\t' && c != '\n' {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
-    let mut out: Vec<String> = Vec::new();
-    let mut hide_next = false;
-    for token in clean.split(' ') {
-        if hide_next && !token.is_empty() {
-            out.push(REDACTED.to_string());
-            hide_next = false;
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(s.as_str(), REDACTED);
+    }
+    out.lines()
+        .map(redact_line_tokens)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn redact_line_tokens(line: &str) -> String {
+    let mut words: Vec<String> = Vec::new();
+    let mut redact_next = false;
+    for word in line.split(' ') {
+        if redact_next && !word.is_empty() {
+            words.push(REDACTED.to_string());
+            redact_next = false;
             continue;
         }
-        if let Some((k, _)) = token.split_once('=') {
-            let key = k.trim_start_matches(['-', '"', '\'']);
-            if is_secret_key(key) {
-                out.push(format!("{k}={REDACTED}"));
-                continue;
+        match word.split_once('=') {
+            Some((k, v))
+                if !v.is_empty()
+                    && is_secret_key(
+                        k.trim_matches(|c: char| !c.is_alphanumeric() && c != '_'),
+                    ) =>
+            {
+                words.push(format!("{k}={REDACTED}"));
+            }
+            _ => {
+                if let Some(k) = word.strip_suffix(':') {
+                    redact_next =
+                        is_secret_key(k.trim_matches(|c: char| !c.is_alphanumeric() && c != '_'));
+                }
+                words.push(word.to_string());
             }
         }
-        if let Some(key) = token.strip_suffix(':') {
-            if is_secret_key(key.trim_matches(['"', '\''])) {
-                hide_next = true;
-            }
-        }
-        out.push(token.to_string());
     }
-    out.join(" ")
+    words.join(" ")
 }
 
 /// Caps a string at `max` bytes on a char boundary, saying how much was cut.
@@ -104,14 +124,27 @@ mod tests {
     #[test]
     fn free_text_secrets_are_redacted() {
         assert_eq!(
-            redact_text("connecting with DB_PASSWORD=hunter2 user=app"),
+            redact_text("connecting with DB_PASSWORD=hunter2 user=app", &[]),
             "connecting with DB_PASSWORD=[redacted] user=app"
         );
         assert_eq!(
-            redact_text("api_key: abc123 model: llama"),
+            redact_text("api_key: abc123 model: llama", &[]),
             "api_key: [redacted] model: llama"
         );
-        assert_eq!(redact_text("bell\u{7}\u{1b}[2Jclear"), "bell  [2Jclear");
+        assert_eq!(
+            redact_text("bell\u{7}\u{1b}[2Jclear", &[]),
+            "bell  [2Jclear"
+        );
+    }
+
+    #[test]
+    fn free_text_is_redacted() {
+        let text = "starting\nDB_PASSWORD=hunter2 user=app\napi_key: abc123 next\nconnect with s3cr3t-value ok";
+        let r = redact_text(text, &["s3cr3t-value".to_string()]);
+        assert!(!r.contains("hunter2"), "{r}");
+        assert!(!r.contains("abc123"), "{r}");
+        assert!(!r.contains("s3cr3t-value"), "{r}");
+        assert!(r.contains("user=app") && r.contains("next") && r.contains("starting"));
     }
 
     #[test]

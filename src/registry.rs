@@ -86,10 +86,13 @@ pub fn all() -> &'static [&'static ToolDef] {
     static ALL: OnceLock<Vec<&'static ToolDef>> = OnceLock::new();
     ALL.get_or_init(|| {
         let mut tools: Vec<&'static ToolDef> = vec![
+            &crate::ops::compose_down::TOOL,
+            &crate::ops::compose_up::TOOL,
             &crate::ops::detect_hardware::TOOL,
             &crate::ops::health::TOOL,
             &crate::ops::recover::TOOL,
             &crate::ops::select_profile::TOOL,
+            &crate::ops::stack_status::TOOL,
         ];
         tools.sort_by_key(|t| t.name);
         tools

@@ -1,7 +1,7 @@
 //! The stack model from the real `docker compose config` (no engine needed,
 //! only the Compose v2 CLI): roles, GPU reservations and volumes of the
 //! bundled stack in every hardware profile.
-use stackpilot::adapters::compose::{Compose, Role};
+use stackpilot::adapters::compose::{model_from_config, Compose, Role};
 use stackpilot::stack::Stack;
 
 fn compose_available() -> bool {
@@ -42,6 +42,26 @@ async fn bundled_stack_model_per_profile() {
         ("apple-metal", None, false),
     ] {
         let model = compose.model(&[profile.to_string()]).await.expect("model");
+        // The model is read from the YAML form alone; the JSON form (plus the
+        // YAML's service-level x-stackpilot blocks) gives the same one.
+        let p = [profile.to_string()];
+        let t = std::time::Duration::from_secs(30);
+        let json: serde_json::Value = serde_json::from_str(
+            &compose
+                .run(&p, &["config", "--format", "json"], t)
+                .await
+                .expect("json")
+                .stdout,
+        )
+        .expect("json parses");
+        let yaml: serde_json::Value =
+            serde_norway::from_str(&compose.run(&p, &["config"], t).await.expect("yaml").stdout)
+                .expect("yaml parses");
+        assert_eq!(
+            model_from_config(&json, &yaml, &compose.dir, &p),
+            model,
+            "{profile}: JSON and YAML forms agree"
+        );
         let ollamas: Vec<&str> = model
             .with_role(Role::Ollama)
             .iter()

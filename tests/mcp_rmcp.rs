@@ -28,7 +28,15 @@ async fn exercise(client: &Client) {
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     assert_eq!(
         names,
-        ["detect_hardware", "health", "recover", "select_profile"]
+        [
+            "compose_down",
+            "compose_up",
+            "detect_hardware",
+            "health",
+            "recover",
+            "select_profile",
+            "stack_status"
+        ]
     );
     for t in &tools {
         assert!(
@@ -65,6 +73,18 @@ async fn exercise(client: &Client) {
     assert_eq!(out["kv_cache_type"], "q8_0");
     assert_eq!(out["context_length"], 131072);
     assert_eq!(out["fits"], true);
+
+    // Without an engine (these servers point DOCKER_HOST at nothing) the stack
+    // tools answer with an error result that validates too.
+    for (tool, args) in [
+        ("stack_status", json!({})),
+        ("compose_up", json!({"dry_run": true})),
+        ("compose_down", json!({"dry_run": true})),
+    ] {
+        let r = call(client, tool, args).await;
+        assert!(is_error(&r), "{tool}: {r:?}");
+        validate(&schema_of(tool), &structured(&r));
+    }
 
     // A profile decided on this machine's own hardware also validates.
     let here = call(client, "select_profile", json!({"model": "phi3:mini"})).await;

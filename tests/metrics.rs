@@ -213,7 +213,9 @@ async fn metrics_need_the_token_and_probes_stay_open() {
             .status(),
         401
     );
-    let ok = get("/metrics", Some("s3cret-metrics-token")).await.expect("metrics");
+    let ok = get("/metrics", Some("s3cret-metrics-token"))
+        .await
+        .expect("metrics");
     assert_eq!(ok.status(), 200);
     assert!(ok
         .headers()

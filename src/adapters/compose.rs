@@ -5,7 +5,7 @@
 //! This module also turns `docker compose config` into the stack model the
 //! tools reason over: services with their stackpilot role, health, backup
 //! policy, named volumes, published ports and GPU reservations.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,6 +14,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
 
 use crate::adapters::runtime_probe::docker_cli;
 use crate::error::ToolError;
@@ -126,6 +128,8 @@ pub struct ServiceModel {
     /// Reserves an NVIDIA GPU (deploy.resources.reservations.devices).
     pub gpu: bool,
     pub profiles: Vec<String>,
+    /// Services this one depends on (compose starts them with it).
+    pub depends_on: Vec<String>,
 }
 
 /// Stack-wide settings from the top-level `x-stackpilot` block.
@@ -184,10 +188,38 @@ pub struct Compose {
     pub project: String,
 }
 
+/// The next step whenever Compose v2 cannot be run.
+pub const INSTALL_COMPOSE: &str = "install the Docker Compose v2 plugin: Debian/Ubuntu `apt-get install docker-compose-plugin` (Docker's apt repository) or `docker-compose` from Debian trixie, or copy the docker-compose v2 binary to ~/.docker/cli-plugins/docker-compose; Docker Desktop includes it. detect_hardware shows what is reachable";
+
+/// `docker` ran, but has no `compose` subcommand.
+fn plugin_missing(stderr: &str) -> bool {
+    stderr.contains("is not a docker command")
+        || stderr.contains("unknown command")
+        || stderr.contains("unknown shorthand flag")
+}
+
+fn compose_plugin_missing(stderr: &str) -> ToolError {
+    let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    ToolError::external(format!(
+        "Docker Compose v2 is not installed: `{} compose` is not available ({})",
+        docker_cli().display(),
+        crate::redact::cap(first.trim(), 200)
+    ))
+    .next_step(INSTALL_COMPOSE)
+}
+
 fn compose_missing(e: &std::io::Error) -> ToolError {
-    ToolError::external(format!("cannot run the docker CLI ({}): {e}", docker_cli().display())).next_step(
-        "install Docker with the Compose v2 plugin (Debian: docker.io plus docker-compose v2); detect_hardware shows what is reachable",
-    )
+    ToolError::external(format!(
+        "cannot run the docker CLI ({}) for Docker Compose v2: {e}",
+        docker_cli().display()
+    ))
+    .next_step(INSTALL_COMPOSE)
+}
+
+/// The error says the Compose v2 CLI itself is missing (not that a compose
+/// command failed).
+pub fn is_compose_missing(e: &ToolError) -> bool {
+    e.next_step.as_deref() == Some(INSTALL_COMPOSE)
 }
 
 impl Compose {
@@ -257,10 +289,20 @@ impl Compose {
         args
     }
 
-    /// A prepared command; the caller adds the subcommand's arguments.
+    /// A prepared command; the caller adds the subcommand's arguments. Runs
+    /// the Compose v2 plugin binary directly once `resolve_cli` has found and
+    /// checked it, else `docker compose`.
     pub fn command(&self, profiles: &[String], args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(docker_cli());
-        cmd.args(self.base_args(profiles))
+        let (program, base) = match CLI.get() {
+            Some(Cli::Plugin(path)) => {
+                let mut base = self.base_args(profiles);
+                base.remove(0);
+                (path.clone(), base)
+            }
+            _ => (docker_cli(), self.base_args(profiles)),
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(base)
             .args(args)
             .current_dir(&self.dir)
             // COMPOSE_PROFILES in the caller's environment must not add to ours;
@@ -268,6 +310,9 @@ impl Compose {
             .env_remove("COMPOSE_PROFILES")
             .env_remove("COMPOSE_PROJECT_NAME")
             .env_remove("COMPOSE_FILE")
+            // Set only when the docker CLI runs a plugin; the plugin binary
+            // called directly must see itself as standalone.
+            .env_remove("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND")
             .stdin(Stdio::null())
             .kill_on_drop(true);
         cmd
@@ -280,6 +325,7 @@ impl Compose {
         args: &[&str],
         timeout: Duration,
     ) -> Result<Output, ToolError> {
+        resolve_cli().await?;
         let mut cmd = self.command(profiles, args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let out = tokio::time::timeout(timeout, cmd.output())
@@ -295,6 +341,9 @@ impl Compose {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() {
+            if plugin_missing(&stderr) {
+                return Err(compose_plugin_missing(&stderr));
+            }
             let first = stderr
                 .lines()
                 .rev()
@@ -313,23 +362,19 @@ impl Compose {
         Ok(Output { stdout, stderr })
     }
 
-    /// The normalized model (`config --format json`), plus service-level
-    /// x-stackpilot blocks, which only the YAML form keeps.
+    /// The normalized model from one `docker compose config` run. Its YAML
+    /// form carries everything `config --format json` does (labels, ports,
+    /// volumes, deploy, top-level x-* blocks) and also the service-level
+    /// x-stackpilot blocks the JSON form drops, so one process is enough;
+    /// tests/compose_model.rs checks the two forms give the same model.
     pub async fn model(&self, profiles: &[String]) -> Result<StackModel, ToolError> {
-        let t = Duration::from_secs(30);
-        let (json, yaml) = tokio::join!(
-            self.run(profiles, &["config", "--format", "json"], t),
-            self.run(profiles, &["config"], t)
-        );
-        let json: Value = serde_json::from_str(&json?.stdout).map_err(|e| {
-            ToolError::external(format!(
-                "docker compose config --format json printed invalid JSON: {e}"
-            ))
-        })?;
-        let yaml: Value = serde_norway::from_str(&yaml?.stdout).map_err(|e| {
+        let yaml = self
+            .run(profiles, &["config"], Duration::from_secs(30))
+            .await?;
+        let yaml: Value = serde_norway::from_str(&yaml.stdout).map_err(|e| {
             ToolError::external(format!("docker compose config printed invalid YAML: {e}"))
         })?;
-        Ok(model_from_config(&json, &yaml, &self.dir, profiles))
+        Ok(model_from_config(&yaml, &yaml, &self.dir, profiles))
     }
 
     /// `config --hash '*'`: the hash compose puts on each container as
@@ -352,6 +397,310 @@ impl Compose {
             .map(|(s, h)| (s.trim().to_string(), h.trim().to_string()))
             .collect())
     }
+    /// Every profile any service names (`config --profiles`). Compose itself
+    /// accepts unknown profiles silently, so callers check names against this.
+    pub async fn profiles(&self) -> Result<Vec<String>, ToolError> {
+        let out = self
+            .run(&[], &["config", "--profiles"], Duration::from_secs(30))
+            .await?;
+        let mut profiles: Vec<String> = out
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        profiles.sort();
+        profiles.dedup();
+        Ok(profiles)
+    }
+
+    /// Every service in every profile: a container whose service is not here
+    /// is an orphan (one in an inactive profile is not).
+    pub async fn all_services(&self) -> Result<Vec<String>, ToolError> {
+        let out = self
+            .run(
+                &[ALL_PROFILES.to_string()],
+                &["config", "--services"],
+                Duration::from_secs(30),
+            )
+            .await?;
+        let mut services: Vec<String> = out
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        services.sort();
+        Ok(services)
+    }
+
+    /// Runs a long compose command (`up`, `down`), handing every output line
+    /// and a tick each second to `on_event`. On cancellation the CLI gets
+    /// SIGINT (compose stops what it is doing), then SIGKILL after 10 s; past
+    /// `limit` the same happens and the outcome says so.
+    pub async fn stream(
+        &self,
+        profiles: &[String],
+        args: &[String],
+        limit: Duration,
+        ct: &CancellationToken,
+        mut on_event: impl FnMut(StreamEvent<'_>),
+    ) -> Result<Streamed, ToolError> {
+        resolve_cli().await?;
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = self.command(profiles, &arg_refs);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| compose_missing(&e))?;
+        let started = tokio::time::Instant::now();
+        let mut out_lines = child.stdout.take().map(|o| BufReader::new(o).lines());
+        let mut err_lines = child.stderr.take().map(|e| BufReader::new(e).lines());
+        let mut tail: VecDeque<String> = VecDeque::new();
+        let mut tick =
+            tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+        let deadline = tokio::time::sleep_until(started + limit);
+        tokio::pin!(deadline);
+        let mut stopped: Option<StreamEnd> = None;
+        while out_lines.is_some() || err_lines.is_some() {
+            let line = tokio::select! {
+                l = next_line(&mut out_lines), if out_lines.is_some() => match l {
+                    Some(l) => l,
+                    None => { out_lines = None; continue; }
+                },
+                l = next_line(&mut err_lines), if err_lines.is_some() => match l {
+                    Some(l) => l,
+                    None => { err_lines = None; continue; }
+                },
+                _ = tick.tick() => {
+                    on_event(StreamEvent::Tick(started.elapsed()));
+                    continue;
+                }
+                _ = ct.cancelled(), if stopped.is_none() => {
+                    stopped = Some(StreamEnd::Cancelled);
+                    interrupt(&mut child).await;
+                    continue;
+                }
+                _ = &mut deadline, if stopped.is_none() => {
+                    stopped = Some(StreamEnd::TimedOut);
+                    interrupt(&mut child).await;
+                    continue;
+                }
+            };
+            let line = line.trim_end().to_string();
+            if line.trim().is_empty() {
+                continue;
+            }
+            on_event(StreamEvent::Line(&line));
+            if tail.len() == STREAM_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        let status = child.wait().await.map_err(|e| compose_missing(&e))?;
+        let lines: Vec<String> = tail.into_iter().collect();
+        if plugin_missing(&lines.join("\n")) {
+            return Err(compose_plugin_missing(&lines.join("\n")));
+        }
+        Ok(Streamed {
+            end: stopped.unwrap_or(StreamEnd::Exited {
+                success: status.success(),
+                code: status.code(),
+            }),
+            lines,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// How Compose v2 is run on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cli {
+    /// `docker compose ...`.
+    Docker,
+    /// The same plugin binary `docker compose` runs, called directly in its
+    /// standalone mode (`docker-compose ...`): the docker CLI in front of a
+    /// plugin starts it twice (metadata, then the command), which costs
+    /// about 40 ms per call.
+    Plugin(PathBuf),
+}
+
+/// Resolved once per process; failures are not kept, so installing Compose
+/// later works without a restart.
+static CLI: tokio::sync::OnceCell<Cli> = tokio::sync::OnceCell::const_new();
+
+/// Where the docker CLI looks for plugins, in its order.
+fn plugin_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(config) = std::env::var_os("DOCKER_CONFIG") {
+        dirs.push(PathBuf::from(config).join("cli-plugins"));
+    } else if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".docker/cli-plugins"));
+    }
+    for d in [
+        "/usr/local/lib/docker/cli-plugins",
+        "/usr/local/libexec/docker/cli-plugins",
+        "/usr/lib/docker/cli-plugins",
+        "/usr/libexec/docker/cli-plugins",
+        "/Applications/Docker.app/Contents/Resources/cli-plugins",
+    ] {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs
+}
+
+async fn version_of(program: &Path, args: &[&str]) -> Result<String, (String, String)> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .env_remove("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| {
+        (
+            String::new(),
+            format!("{} did not answer within 10 s", program.display()),
+        )
+    })?
+    .map_err(|e| (String::new(), e.to_string()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !stdout.is_empty() {
+        Ok(stdout.trim_start_matches('v').to_string())
+    } else {
+        Err((String::from_utf8_lossy(&out.stderr).into_owned(), stdout))
+    }
+}
+
+/// Checks that `docker compose` is Compose v2, then finds the plugin binary it
+/// runs so later calls can skip the docker CLI. Missing or older Compose is
+/// an error that says how to install it.
+pub async fn resolve_cli() -> Result<&'static Cli, ToolError> {
+    CLI.get_or_try_init(|| async {
+        let docker = docker_cli();
+        let plugin = plugin_dirs()
+            .into_iter()
+            .map(|d| {
+                d.join(if cfg!(windows) {
+                    "docker-compose.exe"
+                } else {
+                    "docker-compose"
+                })
+            })
+            .find(|p| p.is_file());
+        let direct = async {
+            match &plugin {
+                Some(p) => version_of(p, &["version", "--short"]).await.ok(),
+                None => None,
+            }
+        };
+        let (via_docker, direct) = tokio::join!(
+            version_of(&docker, &["compose", "version", "--short"]),
+            direct
+        );
+        let version = match via_docker {
+            Ok(v) => v,
+            Err((stderr, _)) if plugin_missing(&stderr) => {
+                return Err(compose_plugin_missing(&stderr))
+            }
+            Err((stderr, detail)) => {
+                let why = stderr
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or(detail.as_str())
+                    .trim()
+                    .to_string();
+                return Err(ToolError::external(format!(
+                    "cannot run `{} compose version` for Docker Compose v2: {}",
+                    docker.display(),
+                    crate::redact::cap(&why, 300)
+                ))
+                .next_step(INSTALL_COMPOSE));
+            }
+        };
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok());
+        if major.is_none_or(|m| m < 2) {
+            return Err(ToolError::external(format!(
+                "`docker compose` is Compose {version}, not v2"
+            ))
+            .next_step(INSTALL_COMPOSE));
+        }
+        Ok(match (plugin, direct) {
+            (Some(p), Some(v)) if v == version => Cli::Plugin(p),
+            _ => Cli::Docker,
+        })
+    })
+    .await
+}
+
+/// `--profile '*'`: every profile at once.
+pub const ALL_PROFILES: &str = "*";
+
+/// Lines of a streamed command's output kept for its report.
+const STREAM_TAIL_LINES: usize = 200;
+
+/// What a streamed compose command reports while it runs.
+#[derive(Debug)]
+pub enum StreamEvent<'a> {
+    /// One line of its output (compose writes progress to stderr).
+    Line(&'a str),
+    /// A second passed; how long it has run.
+    Tick(Duration),
+}
+
+/// How a streamed compose command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEnd {
+    Exited {
+        success: bool,
+        code: Option<i32>,
+    },
+    /// The caller cancelled: the CLI was stopped.
+    Cancelled,
+    /// It ran past its limit and was stopped.
+    TimedOut,
+}
+
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    pub end: StreamEnd,
+    /// The last lines of its output (stdout and stderr interleaved).
+    pub lines: Vec<String>,
+    pub elapsed: Duration,
+}
+
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut Option<tokio::io::Lines<R>>,
+) -> Option<String> {
+    match lines {
+        Some(l) => l.next_line().await.ok().flatten(),
+        None => None,
+    }
+}
+
+/// Asks the CLI to stop (SIGINT, as Ctrl-C would), then kills it if it has
+/// not exited within 10 s.
+async fn interrupt(child: &mut tokio::process::Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.start_kill();
 }
 
 fn str_of(v: &Value) -> Option<String> {
@@ -460,6 +809,11 @@ pub fn model_from_config(
                         .get("profiles")
                         .and_then(Value::as_array)
                         .map(|p| p.iter().filter_map(str_of).collect())
+                        .unwrap_or_default(),
+                    depends_on: svc
+                        .get("depends_on")
+                        .and_then(Value::as_object)
+                        .map(|d| d.keys().cloned().collect())
                         .unwrap_or_default(),
                 },
             );

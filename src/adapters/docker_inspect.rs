@@ -173,7 +173,7 @@ pub fn tail_lines(raw: &[u8], max_lines: usize, max_bytes: usize) -> CapturedTex
     let mut kept: Vec<String> = Vec::new();
     let mut bytes = 0usize;
     for line in all[start..].iter().rev() {
-        let line = crate::redact::redact_text(line);
+        let line = crate::redact::redact_text(line, &[]);
         let line = crate::redact::cap(&line, max_bytes.min(1024));
         if bytes + line.len() + 1 > max_bytes {
             truncated = true;
@@ -268,7 +268,10 @@ pub async fn exec_capture(
     match tokio::time::timeout(timeout, run).await {
         Ok(Ok((exit_code, raw))) => {
             let text = String::from_utf8_lossy(&raw);
-            let text: Vec<String> = text.lines().map(crate::redact::redact_text).collect();
+            let text: Vec<String> = text
+                .lines()
+                .map(|l| crate::redact::redact_text(l, &[]))
+                .collect();
             Ok(ExecOutput {
                 exit_code,
                 output: crate::redact::cap(text.join("\n").trim(), max_bytes),

@@ -134,7 +134,7 @@ pub(crate) fn describe_docker_error(
             "no Docker engine at {endpoint}: socket {path} does not exist (is dockerd running? set DOCKER_HOST if it listens elsewhere)"
         ),
         B::UnsupportedURISchemeError { uri } => format!(
-            "DOCKER_HOST={uri} uses a scheme this build cannot reach (use unix://, tcp:// or http://; for ssh:// forward the socket with `ssh -L` and point DOCKER_HOST at it)"
+            "DOCKER_HOST={uri} uses a scheme this build cannot reach (use unix://, tcp://, http:// or ssh://user@host)"
         ),
         B::RequestTimeoutError => format!(
             "no answer from the Docker engine at {endpoint} within {}",
@@ -636,9 +636,11 @@ mod tests {
 
     #[tokio::test]
     async fn unsupported_docker_scheme_says_what_to_do() {
-        let (probe, _) = probe_docker_at("ssh://user@host", Duration::from_secs(1)).await;
+        let (probe, _) = probe_docker_at("fd://3", Duration::from_secs(1)).await;
         assert!(!probe.reachable);
-        assert!(probe.error.expect("error").contains("ssh -L"));
+        let error = probe.error.expect("error");
+        assert!(error.contains("uses a scheme"), "{error}");
+        assert!(error.contains("ssh://user@host"), "{error}");
     }
 
     /// Serves canned HTTP responses, one per connection, chosen by request path.

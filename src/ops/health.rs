@@ -542,7 +542,7 @@ fn container_report(
                     .output
                     .unwrap_or_default()
                     .lines()
-                    .map(crate::redact::redact_text)
+                    .map(|l| crate::redact::redact_text(l, &[]))
                     .collect();
                 crate::redact::cap(lines.join("\n").trim(), PROBE_OUTPUT_BYTES)
             },
@@ -859,7 +859,10 @@ async fn http_probe(
         (Some(s), _) if a.success() => probe(name, true, format!("HTTP {s}"), None, ms),
         (Some(s), _) => {
             let body = String::from_utf8_lossy(&a.body);
-            let body: Vec<String> = body.lines().map(crate::redact::redact_text).collect();
+            let body: Vec<String> = body
+                .lines()
+                .map(|l| crate::redact::redact_text(l, &[]))
+                .collect();
             probe(
                 name,
                 false,

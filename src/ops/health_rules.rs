@@ -688,6 +688,7 @@ mod tests {
             }],
             gpu: false,
             profiles: vec![],
+            depends_on: vec![],
         }
     }
 

@@ -1,4 +1,6 @@
 //! Operations: one module per tool, plain async Rust. Input -> plan -> apply -> report.
+pub mod compose_down;
+pub mod compose_up;
 pub mod detect_hardware;
 pub mod hardware_types;
 pub mod health;
@@ -8,3 +10,5 @@ pub mod memory_model;
 pub mod model_catalogue;
 pub mod recover;
 pub mod select_profile;
+pub mod stack_report;
+pub mod stack_status;

@@ -463,6 +463,7 @@ mod tests {
             }],
             gpu: false,
             profiles: vec![],
+            depends_on: vec![],
         }
     }
 

@@ -95,9 +95,23 @@ impl Confirmer for McpConfirmer {
     }
 }
 
+/// Sends a call's progress notifications in the order they were reported
+/// (MCP requires progress to increase): one forwarding task per call, made on
+/// the first report, ending when the call is dropped.
 struct McpProgress {
     peer: Peer<RoleServer>,
     token: Option<ProgressToken>,
+    tx: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ProgressNotificationParam>>,
+}
+
+impl McpProgress {
+    fn new(peer: Peer<RoleServer>, token: Option<ProgressToken>) -> Self {
+        Self {
+            peer,
+            token,
+            tx: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 impl Progress for McpProgress {
@@ -105,13 +119,20 @@ impl Progress for McpProgress {
         let Some(token) = self.token.clone() else {
             return;
         };
-        let peer = self.peer.clone();
+        let tx = self.tx.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let peer = self.peer.clone();
+            tokio::spawn(async move {
+                while let Some(param) = rx.recv().await {
+                    let _ = peer.notify_progress(param).await;
+                }
+            });
+            tx
+        });
         let mut param = ProgressNotificationParam::new(token, progress);
         param.total = total;
         param.message = message;
-        tokio::spawn(async move {
-            let _ = peer.notify_progress(param).await;
-        });
+        let _ = tx.send(param);
     }
 }
 
@@ -293,10 +314,10 @@ impl ServerHandler for StackpilotServer {
         let call = Arc::new(Call::new(
             self.app.clone(),
             def.name,
-            Arc::new(McpProgress {
-                peer: context.peer.clone(),
-                token: context.meta.get_progress_token(),
-            }),
+            Arc::new(McpProgress::new(
+                context.peer.clone(),
+                context.meta.get_progress_token(),
+            )),
             Arc::new(McpConfirmer {
                 peer: context.peer.clone(),
                 mode: confirm_mode(&context),

@@ -137,3 +137,101 @@ impl Drop for DockerStack {
 pub fn stack_dir(name: &str) -> PathBuf {
     root().join("tests/stacks").join(name)
 }
+
+impl DockerStack {
+    /// A stdio server on this stack that talks to the real engine.
+    pub async fn client(&self, extra: &[&str], client: super::TestClient) -> super::Client {
+        super::stdio_client_env(
+            self.path(),
+            extra,
+            client,
+            &[("DOCKER_HOST", self.docker_host.as_str())],
+        )
+        .await
+    }
+
+    /// Rewrites the copy's compose file (panics when `from` is not in it).
+    pub fn edit_compose(&self, from: &str, to: &str) {
+        let path = self.path().join("docker-compose.yml");
+        let text = std::fs::read_to_string(&path).expect("compose file");
+        assert!(text.contains(from), "compose file contains {from:?}");
+        std::fs::write(&path, text.replace(from, to)).expect("write compose file");
+    }
+
+    /// Sets one key of the copy's .env (appended when absent).
+    pub fn set_env(&self, key: &str, value: &str) {
+        let path = self.path().join(".env");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut found = false;
+        let mut out = String::new();
+        for line in text.lines() {
+            if line.starts_with(&format!("{key}=")) {
+                out.push_str(&format!("{key}={value}\n"));
+                found = true;
+            } else {
+                out.push_str(&format!("{line}\n"));
+            }
+        }
+        if !found {
+            out.push_str(&format!("{key}={value}\n"));
+        }
+        std::fs::write(&path, out).expect("write .env");
+    }
+
+    /// (container id, StartedAt) of each container of the project, by service.
+    pub fn containers(&self) -> std::collections::BTreeMap<String, (String, String)> {
+        let ids = self.docker(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+        ]);
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let mut out = std::collections::BTreeMap::new();
+        for id in ids {
+            let o = self.docker(&[
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"com.docker.compose.service\"}} {{.Id}} {{.State.StartedAt}}",
+                &id,
+            ]);
+            let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            let parts: Vec<&str> = text.split(' ').collect();
+            if parts.len() == 3 {
+                out.insert(
+                    parts[0].to_string(),
+                    (parts[1].to_string(), parts[2].to_string()),
+                );
+            }
+        }
+        out
+    }
+
+    /// Names of the project's resources of one kind (`container`, `network`, `volume`).
+    pub fn resources(&self, kind: &str) -> Vec<String> {
+        let filter = format!("label=com.docker.compose.project={}", self.project);
+        let args: Vec<&str> = match kind {
+            "container" => vec!["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
+            "network" => vec![
+                "network",
+                "ls",
+                "--filter",
+                &filter,
+                "--format",
+                "{{.Name}}",
+            ],
+            _ => vec!["volume", "ls", "--filter", &filter, "--format", "{{.Name}}"],
+        };
+        let o = self.docker(&args);
+        let mut names: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    }
+}

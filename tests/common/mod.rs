@@ -75,11 +75,21 @@ pub enum Person {
     Cancel,
 }
 
+/// One progress notification as the client received it.
+#[derive(Clone, Debug)]
+pub struct ProgressSeen {
+    pub at: std::time::Instant,
+    pub progress: f64,
+    pub message: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct TestClient {
     pub person: Person,
     pub version: ProtocolVersion,
     pub asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Every progress notification received, in order.
+    pub progress: std::sync::Arc<std::sync::Mutex<Vec<ProgressSeen>>>,
 }
 
 impl TestClient {
@@ -88,6 +98,7 @@ impl TestClient {
             person,
             version,
             asked: Default::default(),
+            progress: Default::default(),
         }
     }
 }
@@ -103,6 +114,20 @@ impl ClientHandler for TestClient {
         let mut info = ClientConfig::new(caps, Implementation::new("stackpilot-tests", "1.0.0"));
         info.protocol_version = self.version.clone();
         info
+    }
+
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        if let Ok(mut seen) = self.progress.lock() {
+            seen.push(ProgressSeen {
+                at: std::time::Instant::now(),
+                progress: params.progress,
+                message: params.message,
+            });
+        }
     }
 
     async fn create_elicitation(
@@ -142,12 +167,30 @@ pub fn lifecycle(version: &ProtocolVersion) -> ClientLifecycleMode {
 
 /// Spawns `stackpilot serve` over stdio and connects.
 pub async fn stdio_client(stack: &Path, extra: &[&str], client: TestClient) -> Client {
+    stdio_client_env(stack, extra, client, &[]).await
+}
+
+/// Like `stdio_client`, with environment variables set after the quiet ones
+/// (a real DOCKER_HOST, a PATH without Compose).
+pub async fn stdio_client_env(
+    stack: &Path,
+    extra: &[&str],
+    client: TestClient,
+    env: &[(&str, &str)],
+) -> Client {
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let stack = stack.to_path_buf();
     let transport =
         TokioChildProcess::builder(tokio::process::Command::new(bin()).configure(|cmd| {
             cmd.arg("serve").arg("--stack").arg(&stack).args(&extra);
             quiet_env(cmd);
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
         }))
         .stderr(Stdio::inherit())
         .spawn()

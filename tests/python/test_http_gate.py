@@ -50,7 +50,15 @@ async def test_bearer_token_required(http_server, stack):
     target = Target("http", stack, (), http=server)
     for era in ERAS:
         async with target.connect(era, token=TOKEN) as client:
-            assert sorted(await tool_map(client)) == ["detect_hardware", "health", "recover", "select_profile"]
+            assert sorted(await tool_map(client)) == [
+                "compose_down",
+                "compose_up",
+                "detect_hardware",
+                "health",
+                "recover",
+                "select_profile",
+                "stack_status",
+            ]
             ok(await call(client, "detect_hardware", {}))
     # The SDK without the token does not get in.
     # The SDK without the token does not get in: the 401 surfaces as an MCPError.

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.anyio
 async def test_read_only_lists_read_only_forms_and_refuses_writes(launch, stack, era):
     async with launch(stack, "--read-only").connect(era, person=Person("accept")) as client:
         tools = await tool_map(client)
-        # recover changes the stack: not listed; health is read-only: listed.
-        assert sorted(tools) == ["detect_hardware", "health", "select_profile"]
+        # Mutating tools are not listed; read-only tools and read-only forms are.
+        assert sorted(tools) == ["detect_hardware", "health", "select_profile", "stack_status"]
         for tool in tools.values():
             # Under --read-only every listed tool is read-only, and says so.
             assert tool.annotations.read_only_hint is True

@@ -10,17 +10,20 @@ pytestmark = pytest.mark.anyio
 
 HINTS = {
     # name: (title, readOnly, destructive, idempotent, openWorld)
+    "compose_down": ("Take the stack down", False, True, True, False),
+    "compose_up": ("Bring the stack up", False, True, True, False),
     "detect_hardware": ("Detect hardware", True, False, True, False),
     "health": ("Stack health", True, False, True, False),
     "recover": ("Recover a service", False, True, False, False),
     "select_profile": ("Select deployment profile", False, True, True, False),
+    "stack_status": ("Stack status", True, False, True, False),
 }
 
 
 async def test_list_tools_titles_annotations_schemas(launch, stack, era):
     async with launch(stack).connect(era) as client:
         tools = await tool_map(client)
-        assert sorted(tools) == ["detect_hardware", "health", "recover", "select_profile"]
+        assert sorted(tools) == sorted(HINTS)
         for name, tool in tools.items():
             title, ro, destructive, idempotent, open_world = HINTS[name]
             assert tool.title == title

@@ -1,0 +1,453 @@
+//! compose_down: stop and remove the stack's containers and networks through
+//! the real `docker compose` v2 CLI; with remove_volumes, its volumes too.
+//! Destructive (downtime; with remove_volumes, data loss): always confirmed.
+//!
+//! 1. Observe (bollard, by the project's compose labels): containers,
+//!    networks, volumes; the compose file (all profiles) says which volumes
+//!    `down -v` removes (declared ones, plus anonymous volumes of the removed
+//!    containers).
+//! 2. Plan exactly what `docker compose down` removes: every container of the
+//!    project (or of `services`), the networks and volumes no remaining
+//!    container uses. Volumes compose would not remove are listed as kept.
+//! 3. Guard, then `docker compose --profile '*' down`, with progress.
+//! 4. Report what was removed and what of the project is left.
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::models::ContainerSummary;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::adapters::compose::{Compose, StreamEnd, StreamEvent, ALL_PROFILES};
+use crate::adapters::docker::{self, LABEL_ROLE, LABEL_SERVICE, LABEL_VOLUME};
+use crate::call::{Call, Gate, Reply};
+use crate::error::{ErrorKind, ToolError};
+use crate::guard::{ConfirmedBy, Guarded};
+use crate::ops::stack_status::check_service_names;
+use crate::plan::{Plan, PlanStep, StepCost};
+use crate::registry::{self, Hints, ToolDef};
+
+pub const DEFAULT_STOP_TIMEOUT_S: u64 = 10;
+pub const MAX_STOP_TIMEOUT_S: u64 = 600;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// Take down only these services' containers. Default: the whole project (also containers
+    /// of services no longer in the compose file).
+    #[serde(default)]
+    pub services: Option<Vec<String>>,
+    /// Also remove the volumes compose declared for the stack and the anonymous volumes of the
+    /// removed containers: their data is lost.
+    #[serde(default)]
+    pub remove_volumes: bool,
+    /// Seconds each container gets to stop before it is killed, 0 to 600. Default 10.
+    #[serde(default)]
+    pub stop_timeout_s: Option<u64>,
+    /// Plan only; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The token from a previous confirmation_required answer.
+    #[serde(default)]
+    pub confirm_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Output {
+    pub project: String,
+    pub plan: Plan,
+    /// Planned removals; 0 means there was nothing to take down.
+    pub changes: usize,
+    /// The compose CLI ran.
+    pub applied: bool,
+    pub dry_run: bool,
+    pub confirmed_by: Option<ConfirmedBy>,
+    /// Project volumes that stay (remove_volumes not asked, still in use, or not declared in
+    /// the compose file any more).
+    pub kept_volumes: Vec<String>,
+    /// What of the project exists after the call: containers, networks, volumes.
+    pub remaining: Remaining,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Remaining {
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+    pub volumes: Vec<String>,
+}
+
+pub static TOOL: ToolDef = ToolDef {
+    name: "compose_down",
+    title: "Take the stack down",
+    description: "Stop and remove the stack's containers and networks through the Docker Compose \
+        v2 CLI (all of the project's, or those of `services`); with remove_volumes also its \
+        volumes, losing their data. Plans exactly what goes (found by the project's compose \
+        labels) and always asks for confirmation. Nothing outside the project is touched.",
+    hints: Hints {
+        read_only: false,
+        destructive: true,
+        idempotent: true,
+        open_world: false,
+    },
+    read_only_subset: false,
+    input_schema: registry::input_schema::<Input>,
+    output_schema: registry::output_schema::<Guarded<Output>>,
+    run: |call, args| Box::pin(run(call, args)),
+};
+
+fn label<'a>(c: &'a ContainerSummary, key: &str) -> Option<&'a str> {
+    c.labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map(String::as_str)
+}
+
+fn name_of(c: &ContainerSummary) -> String {
+    c.names
+        .as_ref()
+        .and_then(|n| n.first())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .or_else(|| c.id.clone())
+        .unwrap_or_default()
+}
+
+/// Volume names a container mounts.
+fn mounted_volumes(c: &ContainerSummary) -> Vec<String> {
+    c.mounts
+        .iter()
+        .flatten()
+        .filter(|m| m.typ.as_deref() == Some("volume"))
+        .filter_map(|m| m.name.clone())
+        .collect()
+}
+
+/// The network names a container is attached to.
+fn attached_networks(c: &ContainerSummary) -> Vec<String> {
+    c.network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .map(|n| n.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+struct Planned {
+    plan: Plan,
+    kept_volumes: Vec<String>,
+}
+
+async fn plan(
+    call: &Call,
+    input: &Input,
+    services: Option<&BTreeSet<String>>,
+) -> Result<Planned, ToolError> {
+    let project = call.app.stack.project.clone();
+    let compose = Compose::for_stack(&call.app.stack)?;
+    let all = vec![ALL_PROFILES.to_string()];
+    let engine_side = async {
+        let engine = call.app.docker().await?;
+        let (containers, networks, volumes) = tokio::join!(
+            docker::list_containers(engine, Some(&project)),
+            docker::project_networks(engine, &project),
+            docker::project_volumes(engine, &project)
+        );
+        Ok::<_, ToolError>((containers?, networks?, volumes?))
+    };
+    let (engine_side, model) = tokio::join!(engine_side, compose.model(&all));
+    if let Err(e) = &model {
+        if crate::adapters::compose::is_compose_missing(e) {
+            return Err(e.clone());
+        }
+    }
+    let (containers, networks, volumes) = engine_side?;
+    let model = model?;
+    if let Some(req) = services {
+        for s in req {
+            model.service(s)?;
+        }
+    }
+    let (going, staying): (Vec<&ContainerSummary>, Vec<&ContainerSummary>) =
+        containers.iter().partition(|c| match services {
+            None => true,
+            Some(set) => label(c, LABEL_SERVICE).is_some_and(|s| set.contains(s)),
+        });
+    let mut steps = Vec::new();
+    for c in &going {
+        let service = label(c, LABEL_SERVICE).unwrap_or("?");
+        let role = label(c, LABEL_ROLE);
+        let known = model.services.contains_key(service);
+        steps.push(PlanStep {
+            action: "remove".into(),
+            target: format!("container {}", name_of(c)),
+            detail: format!(
+                "stop and remove the container of `{service}`{}",
+                if known {
+                    String::new()
+                } else {
+                    " (an orphan: its service is no longer in the compose file)".into()
+                }
+            ),
+            before: None,
+            after: None,
+            destructive: true,
+            cost: StepCost {
+                data_loss: false,
+                downtime: true,
+                models_unloaded: role == Some("ollama"),
+            },
+        });
+    }
+    let still_used_networks: BTreeSet<String> =
+        staying.iter().flat_map(|c| attached_networks(c)).collect();
+    for n in &networks {
+        let Some(name) = &n.name else { continue };
+        if still_used_networks.contains(name) {
+            continue;
+        }
+        steps.push(PlanStep {
+            action: "remove".into(),
+            target: format!("network {name}"),
+            detail: "the project's network".into(),
+            before: None,
+            after: None,
+            destructive: false,
+            cost: StepCost::default(),
+        });
+    }
+    let still_used_volumes: BTreeSet<String> =
+        staying.iter().flat_map(|c| mounted_volumes(c)).collect();
+    let mut kept_volumes = Vec::new();
+    let declared: BTreeSet<&str> = model.volumes.iter().map(String::as_str).collect();
+    let project_volume_names: BTreeSet<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
+    for v in &volumes {
+        let key = v.labels.get(LABEL_VOLUME).map(String::as_str).unwrap_or("");
+        let removable =
+            input.remove_volumes && declared.contains(key) && !still_used_volumes.contains(&v.name);
+        if !removable {
+            kept_volumes.push(v.name.clone());
+            continue;
+        }
+        steps.push(PlanStep {
+            action: "remove".into(),
+            target: format!("volume {}", v.name),
+            detail: format!("the stack's volume `{key}`: its data is deleted"),
+            before: None,
+            after: None,
+            destructive: true,
+            cost: StepCost {
+                data_loss: true,
+                downtime: false,
+                models_unloaded: false,
+            },
+        });
+    }
+    if input.remove_volumes {
+        // Anonymous volumes of the removed containers go with them (`down -v`).
+        let mut anonymous: BTreeSet<String> = BTreeSet::new();
+        for c in &going {
+            for v in mounted_volumes(c) {
+                if !project_volume_names.contains(v.as_str()) && !still_used_volumes.contains(&v) {
+                    anonymous.insert(v);
+                }
+            }
+        }
+        for v in anonymous {
+            steps.push(PlanStep {
+                action: "remove".into(),
+                target: format!("volume {v}"),
+                detail: "an anonymous volume of a removed container: its data is deleted".into(),
+                before: None,
+                after: None,
+                destructive: true,
+                cost: StepCost {
+                    data_loss: true,
+                    downtime: false,
+                    models_unloaded: false,
+                },
+            });
+        }
+    }
+    let count = |kind: &str| steps.iter().filter(|s| s.target.starts_with(kind)).count();
+    let summary = format!(
+        "compose_down on project {project}{}: remove {} container(s), {} network(s), {} volume(s){}",
+        services
+            .map(|s| format!(" (services {})", s.iter().cloned().collect::<Vec<_>>().join(", ")))
+            .unwrap_or_default(),
+        count("container "),
+        count("network "),
+        count("volume "),
+        if count("volume ") > 0 {
+            ": volume data is lost"
+        } else {
+            ""
+        }
+    );
+    kept_volumes.sort();
+    Ok(Planned {
+        plan: Plan::new("compose_down", &call.app.stack.id, summary, steps),
+        kept_volumes,
+    })
+}
+
+async fn remaining(call: &Call) -> Result<Remaining, ToolError> {
+    let project = &call.app.stack.project;
+    let engine = call.app.docker().await?;
+    let (c, n, v) = tokio::join!(
+        docker::list_containers(engine, Some(project)),
+        docker::project_networks(engine, project),
+        docker::project_volumes(engine, project)
+    );
+    let mut containers: Vec<String> = c?.iter().map(name_of).collect();
+    containers.sort();
+    Ok(Remaining {
+        containers,
+        networks: n?.into_iter().filter_map(|n| n.name).collect(),
+        volumes: v?.into_iter().map(|v| v.name).collect(),
+    })
+}
+
+async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
+    let started = Instant::now();
+    let input: Input = registry::parse_args(args)?;
+    let stop = input.stop_timeout_s.unwrap_or(DEFAULT_STOP_TIMEOUT_S);
+    if stop > MAX_STOP_TIMEOUT_S {
+        return Err(ToolError::invalid(
+            "stop_timeout_s",
+            format!("{stop} is out of range 0..={MAX_STOP_TIMEOUT_S} seconds"),
+        ));
+    }
+    let services = input
+        .services
+        .as_deref()
+        .map(|s| check_service_names("services", s))
+        .transpose()?;
+    if services.as_ref().is_some_and(BTreeSet::is_empty) {
+        return Err(ToolError::invalid(
+            "services",
+            "is empty; leave it out to take down the whole project",
+        ));
+    }
+    if input.confirm_token.as_ref().is_some_and(|t| t.len() > 1024) {
+        return Err(ToolError::invalid(
+            "confirm_token",
+            "is not a token stackpilot issued",
+        ));
+    }
+    if !input.dry_run {
+        call.lock_stack().await?;
+    }
+    let planned = plan(&call, &input, services.as_ref()).await?;
+    let mut out = Output {
+        project: call.app.stack.project.clone(),
+        changes: planned.plan.changes(),
+        plan: planned.plan.clone(),
+        applied: false,
+        dry_run: input.dry_run,
+        confirmed_by: None,
+        kept_volumes: planned.kept_volumes.clone(),
+        remaining: Remaining::default(),
+        duration_s: 0.0,
+    };
+    if input.dry_run || out.changes == 0 {
+        call.set_outcome(if input.dry_run {
+            "dry_run"
+        } else {
+            "no_changes"
+        });
+        out.remaining = remaining(&call).await?;
+        return finish(out, started);
+    }
+    let confirmed_by = match call
+        .guard(&planned.plan, input.confirm_token.as_deref())
+        .await?
+    {
+        Gate::Proceed(by) => by,
+        Gate::Halt(reply) => return Ok(reply),
+    };
+    out.confirmed_by = Some(confirmed_by);
+    out.applied = true;
+    let mut args: Vec<String> = vec!["down".into(), "--timeout".into(), stop.to_string()];
+    if input.remove_volumes {
+        args.push("--volumes".into());
+    }
+    match &services {
+        None => args.push("--remove-orphans".into()),
+        Some(set) => args.extend(set.iter().cloned()),
+    }
+    let compose = Compose::for_stack(&call.app.stack)?;
+    let mut seq = 0u64;
+    let streamed = compose
+        .stream(
+            &[ALL_PROFILES.to_string()],
+            &args,
+            Duration::from_secs(stop + 300),
+            &call.ct,
+            |ev| {
+                seq += 1;
+                let msg = match ev {
+                    StreamEvent::Line(l) => format!("compose down: {}", l.trim()),
+                    StreamEvent::Tick(t) => format!("compose down: running for {} s", t.as_secs()),
+                };
+                call.progress.report(seq as f64, None, Some(msg));
+            },
+        )
+        .await?;
+    out.remaining = remaining(&call).await?;
+    match streamed.end {
+        StreamEnd::Exited { success: true, .. } => finish(out, started),
+        StreamEnd::Cancelled => {
+            call.set_outcome("cancelled");
+            let mut e = ToolError::new(
+                ErrorKind::Cancelled,
+                "compose_down was cancelled: the compose CLI was stopped",
+            )
+            .next_step("call stack_status to see what is left, or compose_down again");
+            e.evidence = vec![format!(
+                "left: containers {:?}, networks {:?}, volumes {:?}",
+                out.remaining.containers, out.remaining.networks, out.remaining.volumes
+            )];
+            Err(e)
+        }
+        end => {
+            let tail: Vec<String> = streamed
+                .lines
+                .iter()
+                .rev()
+                .take(20)
+                .rev()
+                .cloned()
+                .collect();
+            let last = tail
+                .iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .cloned()
+                .unwrap_or_default();
+            let mut e = ToolError::external(format!(
+                "docker compose down failed ({}): {}",
+                match end {
+                    StreamEnd::TimedOut => "timed out".to_string(),
+                    StreamEnd::Exited { code, .. } => format!("exit {}", code.unwrap_or(-1)),
+                    StreamEnd::Cancelled => "cancelled".into(),
+                },
+                crate::redact::cap(&last, 400)
+            ))
+            .next_step("read compose's output in the evidence; stack_status shows what is left");
+            e.evidence.push(crate::redact::cap(&tail.join("\n"), 4096));
+            e.evidence.push(format!(
+                "left: containers {:?}, networks {:?}, volumes {:?}",
+                out.remaining.containers, out.remaining.networks, out.remaining.volumes
+            ));
+            Err(e)
+        }
+    }
+}
+
+fn finish(mut out: Output, started: Instant) -> Result<Reply, ToolError> {
+    out.duration_s = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+    serde_json::to_value(Guarded::Done(out))
+        .map(Reply::Done)
+        .map_err(|e| ToolError::internal(e.to_string()))
+}
