@@ -73,6 +73,9 @@ impl ToolDef {
 pub fn all() -> Vec<&'static ToolDef> {
     let mut tools: Vec<&'static ToolDef> = vec![
         &crate::ops::detect_hardware::TOOL,
+        &crate::ops::list_models::TOOL,
+        &crate::ops::pull_model::TOOL,
+        &crate::ops::remove_model::TOOL,
         &crate::ops::select_profile::TOOL,
     ];
     tools.sort_by_key(|t| t.name);

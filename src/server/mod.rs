@@ -79,23 +79,41 @@ impl Confirmer for McpConfirmer {
     }
 }
 
+/// Progress notifications for one call, delivered in the order they were
+/// reported: one forwarding task per call drains a queue, so two reports
+/// never race each other to the transport (a task per notification could).
+/// The task ends when the call, and with it the sender, is dropped.
 struct McpProgress {
-    peer: Peer<RoleServer>,
     token: Option<ProgressToken>,
+    queue: Option<tokio::sync::mpsc::UnboundedSender<ProgressNotificationParam>>,
+}
+
+impl McpProgress {
+    fn new(peer: Peer<RoleServer>, token: Option<ProgressToken>) -> Self {
+        let queue = token.as_ref().map(|_| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ProgressNotificationParam>();
+            tokio::spawn(async move {
+                while let Some(param) = rx.recv().await {
+                    if peer.notify_progress(param).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tx
+        });
+        Self { token, queue }
+    }
 }
 
 impl Progress for McpProgress {
     fn report(&self, progress: f64, total: Option<f64>, message: Option<String>) {
-        let Some(token) = self.token.clone() else {
+        let (Some(token), Some(queue)) = (self.token.clone(), self.queue.as_ref()) else {
             return;
         };
-        let peer = self.peer.clone();
         let mut param = ProgressNotificationParam::new(token, progress);
         param.total = total;
         param.message = message;
-        tokio::spawn(async move {
-            let _ = peer.notify_progress(param).await;
-        });
+        let _ = queue.send(param);
     }
 }
 
@@ -261,10 +279,10 @@ impl ServerHandler for StackpilotServer {
         let call = Arc::new(Call::new(
             self.app.clone(),
             def.name,
-            Arc::new(McpProgress {
-                peer: context.peer.clone(),
-                token: context.meta.get_progress_token(),
-            }),
+            Arc::new(McpProgress::new(
+                context.peer.clone(),
+                context.meta.get_progress_token(),
+            )),
             Arc::new(McpConfirmer {
                 peer: context.peer.clone(),
                 mode: confirm_mode(&context),
