@@ -26,7 +26,16 @@ fn validate(schema: &serde_json::Map<String, Value>, instance: &Value) {
 async fn exercise(client: &Client) {
     let tools = client.list_all_tools().await.expect("tools/list");
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, ["detect_hardware", "select_profile"]);
+    assert_eq!(
+        names,
+        [
+            "detect_hardware",
+            "list_models",
+            "pull_model",
+            "remove_model",
+            "select_profile"
+        ]
+    );
     for t in &tools {
         assert!(
             t.title.as_deref().is_some_and(|s| !s.is_empty()),

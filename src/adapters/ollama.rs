@@ -1,12 +1,13 @@
-//! Ollama's HTTP API (docs/api.md; shapes from api/types.go).
+//! Ollama's HTTP API (docs/api.md; shapes from api/types.go), over reqwest.
 //!
-//! ollama-rs is used where it covers an endpoint without losing anything we
-//! need: `/api/show` (model_info and capabilities). reqwest does the rest:
-//! `/api/version`, `/api/tags` and `/api/ps` (ollama-rs has no ps and drops
-//! tags' `details`), `/api/delete` (we must tell a 404 from other failures;
-//! ollama-rs folds the status into a string) and `/api/pull`, whose NDJSON
-//! stream is read here line by line with a bounded buffer: ollama-rs's
-//! stream drops the HTTP status and grows its line buffer without limit.
+//! ollama-rs (0.3.6) was weighed and left out: its schemars dependency turns
+//! on serde_json's `preserve_order` for the whole binary (every JSON object
+//! and the exported tools/ change key order), and of the endpoints needed it
+//! covers only `/api/show` without loss: it has no `/api/ps` or
+//! `/api/version`, drops `/api/tags`' details, folds HTTP status codes into a
+//! string (a 404 on delete cannot be told from a failure), and its pull stream
+//! grows its line buffer without limit. Here the pull stream is read line by
+//! line with a bounded buffer.
 //!
 //! Where Ollama is: OLLAMA_HOST when set (a host Ollama, as on apple-metal),
 //! else the stack's ollama service on its published port
@@ -155,6 +156,18 @@ pub struct ShowInfo {
     /// arrays longer than 5 are sent empty by Ollama.
     pub model_info: Map<String, Value>,
     pub capabilities: Vec<String>,
+    pub details: ModelDetails,
+}
+
+/// `POST /api/show`'s answer (api.ShowResponse), the parts used here.
+#[derive(Deserialize)]
+struct ShowResponse {
+    #[serde(default)]
+    model_info: Option<Map<String, Value>>,
+    #[serde(default)]
+    capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    details: ModelDetails,
 }
 
 /// One line of a pull stream (api.ProgressResponse).
@@ -254,7 +267,6 @@ pub struct Ollama {
     pub source: EndpointSource,
     pub version: String,
     http: reqwest::Client,
-    rs: ollama_rs::Ollama,
 }
 
 impl Ollama {
@@ -287,19 +299,11 @@ impl Ollama {
         let http = builder
             .build()
             .map_err(|e| ToolError::internal(format!("cannot build an HTTP client: {e}")))?;
-        // ollama-rs joins paths onto the URL's path, so it needs the trailing slash.
-        let base = reqwest::Url::parse(&format!("{}/", endpoint.url.trim_end_matches('/')))
-            .map_err(|e| ToolError::invalid("OLLAMA_HOST", format!("not a URL: {e}")))?;
-        let rs = ollama_rs::Ollama::builder()
-            .url(base)
-            .reqwest_client(http.clone())
-            .build();
         Ok(Self {
             url: endpoint.url.trim_end_matches('/').to_string(),
             source: endpoint.source,
             version,
             http,
-            rs,
         })
     }
 
@@ -343,34 +347,35 @@ impl Ollama {
         Ok(self.get_json::<PsResponse>("/api/ps").await?.models)
     }
 
-    /// `POST /api/show` through ollama-rs, for a model known to be local.
+    /// `POST /api/show` for a local model (a 404 is an error naming it).
     pub async fn show(&self, model: &str) -> Result<ShowInfo, ToolError> {
-        let info =
-            tokio::time::timeout(REQUEST_TIMEOUT, self.rs.show_model_info(model.to_string()))
-                .await
-                .map_err(|_| {
-                    ToolError::external(format!(
-                        "Ollama at {} did not answer POST /api/show for {model} within {} s",
-                        self.url,
-                        REQUEST_TIMEOUT.as_secs()
-                    ))
-                })?
-                .map_err(|e| {
-                    let detail = match &e {
-                        ollama_rs::error::OllamaError::Other(body) => error_message(body),
-                        ollama_rs::error::OllamaError::ReqwestError(r) => {
-                            return transport_error(&self.url, "POST /api/show", r)
-                        }
-                        other => other.to_string(),
-                    };
-                    ToolError::external(format!(
-                        "Ollama at {} could not show {model}: {detail}",
-                        self.url
-                    ))
-                })?;
+        let what = "POST /api/show";
+        let resp = self
+            .http
+            .post(self.endpoint("/api/show"))
+            .json(&ModelRequest { model })
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.url, what, &e))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| transport_error(&self.url, what, &e))?;
+        if !status.is_success() {
+            return Err(status_error(&self.url, what, status, &body));
+        }
+        let show: ShowResponse = serde_json::from_str(&body).map_err(|e| {
+            ToolError::external(format!(
+                "Ollama at {} answered {what} for {model} with JSON this build does not understand: {e}",
+                self.url
+            ))
+        })?;
         Ok(ShowInfo {
-            model_info: info.model_info,
-            capabilities: info.capabilities,
+            model_info: show.model_info.unwrap_or_default(),
+            capabilities: show.capabilities.unwrap_or_default(),
+            details: show.details,
         })
     }
 

@@ -499,7 +499,10 @@ impl Throttle {
 
     /// When the next notification is due, given the state now.
     fn due(&self, state: &Pulled, now: Instant) -> Instant {
-        let wanted = if self.last_status.as_deref() != Some(state.status.as_str()) {
+        let wanted = if state.status.is_empty() {
+            // Nothing from Ollama yet: only a heartbeat is due.
+            self.last_sent + HEARTBEAT
+        } else if self.last_status.as_deref() != Some(state.status.as_str()) {
             now
         } else if state.completed() != self.last_bytes {
             self.last_sent + BYTES_EVERY
@@ -515,8 +518,14 @@ impl Throttle {
         if value <= self.last_progress {
             value = self.last_progress.next_up();
         }
-        let total = (state.total() as f64).max(value);
-        progress.report(value, (total > 0.0).then_some(total), Some(state.message()));
+        // The total grows as Ollama announces layers; unknown until the first.
+        let total = (state.total() > 0).then(|| (state.total() as f64).max(value));
+        let message = if state.status.is_empty() {
+            "waiting for Ollama".to_string()
+        } else {
+            state.message()
+        };
+        progress.report(value, total, Some(message));
         while self.sent.len() >= MAX_PER_SECOND {
             self.sent.pop_front();
         }

@@ -189,6 +189,8 @@ struct Inner {
     /// Bytes of each blob on disk (complete or partial).
     blobs: HashMap<String, u64>,
     requests: u64,
+    /// Pull requests that reached the stream (after the name was accepted).
+    pulls: u64,
     active_pulls: u64,
 }
 
@@ -544,6 +546,7 @@ async fn standin_state(State(st): State<St>) -> Response {
         StatusCode::OK,
         json!({
             "requests": inner.requests,
+            "pulls": inner.pulls,
             "active_pulls": inner.active_pulls,
             "blobs": inner.blobs,
         }),
@@ -706,6 +709,7 @@ async fn pull(State(st): State<St>, body: Bytes) -> Response {
                 return error(status, msg);
             }
         }
+        inner.pulls += 1;
         inner.active_pulls += 1;
         model
     };
@@ -787,6 +791,7 @@ fn build(args: &Args) -> Result<Shared, String> {
         loaded: BTreeMap::new(),
         blobs: HashMap::new(),
         requests: 0,
+        pulls: 0,
         active_pulls: 0,
     };
     for spec in cat.models {
