@@ -22,7 +22,7 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RoleClient};
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
-use rmcp::{ClientHandler, ClientServiceExt};
+use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt};
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
@@ -161,7 +161,10 @@ async fn stackpilot(url: &str) -> Stackpilot {
     let pid = transport.id().expect("pid");
     let counter = Counter::default();
     let seen = counter.0.clone();
-    let client = counter.serve(transport).await.expect("connect");
+    let client = counter
+        .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
+        .await
+        .expect("connect");
     Stackpilot {
         client,
         pid,

@@ -616,8 +616,10 @@ mod tests {
         assert!(p.message().starts_with("pulling bb: "));
     }
 
+    type Report = (f64, Option<f64>, Option<String>);
+
     #[derive(Default)]
-    struct Record(std::sync::Mutex<Vec<(f64, Option<f64>, Option<String>)>>);
+    struct Record(std::sync::Mutex<Vec<Report>>);
     impl Progress for Record {
         fn report(&self, p: f64, t: Option<f64>, m: Option<String>) {
             if let Ok(mut v) = self.0.lock() {

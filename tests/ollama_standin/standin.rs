@@ -285,11 +285,11 @@ fn count(st: &St) {
 }
 
 /// The body as JSON: 400 like gin's binding errors otherwise.
-fn parse_body(body: &Bytes) -> Result<Value, Response> {
+fn parse_body(body: &Bytes) -> Result<Value, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(error(StatusCode::BAD_REQUEST, "missing request body"));
+        return Err("missing request body".into());
     }
-    serde_json::from_slice::<Value>(body).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
+    serde_json::from_slice::<Value>(body).map_err(|e| e.to_string())
 }
 
 fn model_field(v: &Value) -> String {
@@ -404,7 +404,7 @@ async fn show(State(st): State<St>, body: Bytes) -> Response {
     count(&st);
     let v = match parse_body(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let name = model_field(&v);
     if name.is_empty() {
@@ -452,7 +452,7 @@ async fn delete(State(st): State<St>, body: Bytes) -> Response {
     count(&st);
     let v = match parse_body(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let name = model_field(&v);
     let Some(display) = display_name(&name) else {
@@ -489,7 +489,7 @@ async fn generate(State(st): State<St>, body: Bytes) -> Response {
     count(&st);
     let v = match parse_body(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let name = model_field(&v);
     let Some(display) = display_name(&name) else {
@@ -685,7 +685,7 @@ async fn pull(State(st): State<St>, body: Bytes) -> Response {
     count(&st);
     let v = match parse_body(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
     };
     let name = model_field(&v);
     let Some(display) = display_name(&name) else {
