@@ -262,10 +262,14 @@ async fn read_only_mode_hides_and_refuses_mutating_tools() {
     .await;
     let tools = client.list_all_tools().await.expect("list");
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, ["detect_hardware"]);
+    assert_eq!(names, ["detect_hardware", "list_models"]);
     let r = call(&client, "select_profile", select_args(json!({}))).await;
     assert!(is_error(&r));
     assert_eq!(structured(&r)["error"]["kind"], "not_allowed");
+    for tool in ["pull_model", "remove_model"] {
+        let r = call(&client, tool, json!({"model": "llama3.1:8b"})).await;
+        assert_eq!(structured(&r)["error"]["kind"], "not_allowed", "{tool}");
+    }
     assert_untouched(&stack);
     client.cancel().await.expect("close");
 }

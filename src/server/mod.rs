@@ -82,16 +82,27 @@ impl Confirmer for McpConfirmer {
 /// Progress notifications for one call, delivered in the order they were
 /// reported: one forwarding task per call drains a queue, so two reports
 /// never race each other to the transport (a task per notification could).
-/// The task ends when the call, and with it the sender, is dropped.
+/// The task starts with the first report (most calls report nothing) and ends
+/// when the call, and with it the sender, is dropped.
 struct McpProgress {
+    peer: Peer<RoleServer>,
     token: Option<ProgressToken>,
-    queue: Option<tokio::sync::mpsc::UnboundedSender<ProgressNotificationParam>>,
+    queue: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ProgressNotificationParam>>,
 }
 
 impl McpProgress {
     fn new(peer: Peer<RoleServer>, token: Option<ProgressToken>) -> Self {
-        let queue = token.as_ref().map(|_| {
+        Self {
+            peer,
+            token,
+            queue: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn queue(&self) -> &tokio::sync::mpsc::UnboundedSender<ProgressNotificationParam> {
+        self.queue.get_or_init(|| {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ProgressNotificationParam>();
+            let peer = self.peer.clone();
             tokio::spawn(async move {
                 while let Some(param) = rx.recv().await {
                     if peer.notify_progress(param).await.is_err() {
@@ -100,20 +111,19 @@ impl McpProgress {
                 }
             });
             tx
-        });
-        Self { token, queue }
+        })
     }
 }
 
 impl Progress for McpProgress {
     fn report(&self, progress: f64, total: Option<f64>, message: Option<String>) {
-        let (Some(token), Some(queue)) = (self.token.clone(), self.queue.as_ref()) else {
+        let Some(token) = self.token.clone() else {
             return;
         };
         let mut param = ProgressNotificationParam::new(token, progress);
         param.total = total;
         param.message = message;
-        let _ = queue.send(param);
+        let _ = self.queue().send(param);
     }
 }
 
