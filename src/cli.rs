@@ -471,12 +471,21 @@ async fn run_tool_command(cli: &Cli, argv: &[OsString]) -> ExitCode {
     } else {
         ConfirmMode::TokenOnly
     };
+    // Ctrl-C cancels the call (a pull stops and reports what it kept) instead
+    // of killing the process mid-step.
+    let ct = CancellationToken::new();
+    let on_interrupt = ct.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_interrupt.cancel();
+        }
+    });
     let call = Arc::new(Call::new(
         app,
         def.name,
         Arc::new(CliProgress),
         Arc::new(CliConfirmer { mode: confirm_mode }),
-        CancellationToken::new(),
+        ct,
         None,
     ));
     let result = crate::server::run_tool(def, call, args).await;

@@ -90,7 +90,10 @@ pub fn all() -> &'static [&'static ToolDef] {
             &crate::ops::compose_up::TOOL,
             &crate::ops::detect_hardware::TOOL,
             &crate::ops::health::TOOL,
+            &crate::ops::list_models::TOOL,
+            &crate::ops::pull_model::TOOL,
             &crate::ops::recover::TOOL,
+            &crate::ops::remove_model::TOOL,
             &crate::ops::select_profile::TOOL,
             &crate::ops::stack_status::TOOL,
         ];

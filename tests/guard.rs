@@ -284,6 +284,10 @@ async fn read_only_mode_refuses_writes() {
     .await;
     assert!(!is_error(&computed));
     assert_eq!(structured(&computed)["kv_cache_type"], "q8_0");
+    for tool in ["pull_model", "remove_model"] {
+        let r = call(&client, tool, json!({"model": "llama3.1:8b"})).await;
+        assert_eq!(structured(&r)["error"]["kind"], "not_allowed", "{tool}");
+    }
     assert_untouched(&stack);
     client.cancel().await.expect("close");
 }

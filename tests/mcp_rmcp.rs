@@ -33,7 +33,10 @@ async fn exercise(client: &Client) {
             "compose_up",
             "detect_hardware",
             "health",
+            "list_models",
+            "pull_model",
             "recover",
+            "remove_model",
             "select_profile",
             "stack_status"
         ]

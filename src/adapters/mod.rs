@@ -6,5 +6,6 @@ pub mod docker_inspect;
 pub mod env_file;
 pub mod hardware;
 pub mod net_probe;
+pub mod ollama;
 pub mod runtime_probe;
 pub mod store;

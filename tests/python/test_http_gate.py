@@ -55,7 +55,10 @@ async def test_bearer_token_required(http_server, stack):
                 "compose_up",
                 "detect_hardware",
                 "health",
+                "list_models",
+                "pull_model",
                 "recover",
+                "remove_model",
                 "select_profile",
                 "stack_status",
             ]

@@ -14,7 +14,10 @@ HINTS = {
     "compose_up": ("Bring the stack up", False, True, True, False),
     "detect_hardware": ("Detect hardware", True, False, True, False),
     "health": ("Stack health", True, False, True, False),
+    "list_models": ("List Ollama models", True, False, True, False),
+    "pull_model": ("Pull an Ollama model", False, False, True, True),
     "recover": ("Recover a service", False, True, False, False),
+    "remove_model": ("Remove an Ollama model", False, True, True, False),
     "select_profile": ("Select deployment profile", False, True, True, False),
     "stack_status": ("Stack status", True, False, True, False),
 }
