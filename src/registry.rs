@@ -83,8 +83,13 @@ impl ToolDef {
 /// Every tool, sorted by name.
 pub fn all() -> Vec<&'static ToolDef> {
     let mut tools: Vec<&'static ToolDef> = vec![
+        &crate::ops::backup::TOOL,
         &crate::ops::detect_hardware::TOOL,
+        &crate::ops::list_backups::TOOL,
+        &crate::ops::prune_backups::TOOL,
+        &crate::ops::restore::TOOL,
         &crate::ops::select_profile::TOOL,
+        &crate::ops::verify_backup::TOOL,
     ];
     tools.sort_by_key(|t| t.name);
     tools
