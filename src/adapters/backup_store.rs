@@ -180,7 +180,13 @@ impl TarCounter {
         let sum: u64 = h
             .iter()
             .enumerate()
-            .map(|(i, b)| if (148..156).contains(&i) { 32 } else { u64::from(*b) })
+            .map(|(i, b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u64::from(*b)
+                }
+            })
             .sum();
         if stored != Some(sum) {
             self.error = Some("a tar header has a bad checksum".into());
@@ -502,7 +508,10 @@ pub fn read_manifest(dir: &Path, id: &SetId) -> Result<Manifest, ToolError> {
         Err(e) => return Err(io_error(&path, "read", &e)),
     };
     let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| {
-        ToolError::external(format!("{} is not a stackpilot manifest: {e}", path.display()))
+        ToolError::external(format!(
+            "{} is not a stackpilot manifest: {e}",
+            path.display()
+        ))
     })?;
     manifest
         .validate(id)
@@ -533,9 +542,10 @@ pub fn list(dir: &Path) -> Result<Listing, ToolError> {
             continue;
         }
         let Some(id) = SetId::from_manifest_name(name) else {
-            listing
-                .invalid
-                .push((name.clone(), "the name is not <set id>.manifest.json".into()));
+            listing.invalid.push((
+                name.clone(),
+                "the name is not <set id>.manifest.json".into(),
+            ));
             continue;
         };
         match read_manifest(dir, &id) {
@@ -695,7 +705,10 @@ fn read_thread(
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
             if ct.is_cancelled() {
-                return Err(ToolError::new(ErrorKind::Cancelled, "cancelled by the caller"));
+                return Err(ToolError::new(
+                    ErrorKind::Cancelled,
+                    "cancelled by the caller",
+                ));
             }
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
@@ -769,7 +782,10 @@ mod tests {
             assert!(c.complete(), "chunk {chunk}: {:?}", c.error);
             assert_eq!(c.counts.files, 8, "chunk {chunk}");
             assert_eq!(c.counts.directories, 2);
-            assert_eq!(c.counts.content_bytes, (0..7).map(|i| i * 700).sum::<usize>() as u64 + 9);
+            assert_eq!(
+                c.counts.content_bytes,
+                (0..7).map(|i| i * 700).sum::<usize>() as u64 + 9
+            );
         }
         // A truncated or corrupted stream is not complete.
         let mut c = TarCounter::default();
@@ -785,8 +801,8 @@ mod tests {
     #[tokio::test]
     async fn sink_writes_atomically_and_reads_back() {
         let d = tempfile::tempdir().expect("tempdir");
-        let sink = FileSink::create(d.path(), "20261124T130501Z-x.tar.zst", true, false)
-            .expect("sink");
+        let sink =
+            FileSink::create(d.path(), "20261124T130501Z-x.tar.zst", true, false).expect("sink");
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         for c in payload.chunks(32 * 1024) {
             assert!(sink.send(Bytes::copy_from_slice(c)).await);
@@ -821,11 +837,14 @@ mod tests {
     #[tokio::test]
     async fn aborted_and_dropped_sinks_leave_nothing() {
         let d = tempfile::tempdir().expect("tempdir");
-        let sink = FileSink::create(d.path(), "20261124T130501Z-a.pgdump.zst", true, false)
-            .expect("sink");
+        let sink =
+            FileSink::create(d.path(), "20261124T130501Z-a.pgdump.zst", true, false).expect("sink");
         assert!(sink.send(Bytes::from_static(b"partial data")).await);
         assert!(sink.partial.exists());
-        assert!(sink.abort().await.is_some_and(|e| e.kind == ErrorKind::Cancelled));
+        assert!(sink
+            .abort()
+            .await
+            .is_some_and(|e| e.kind == ErrorKind::Cancelled));
         {
             let sink = FileSink::create(d.path(), "20261124T130501Z-b.pgdump.zst", false, false)
                 .expect("sink");

@@ -136,7 +136,11 @@ pub async fn containers_using_volume(
 
 /// The engine's name of a compose volume: found by compose's labels, else
 /// compose's default `<project>_<volume>`.
-pub async fn volume_name(docker: &Docker, project: &str, volume: &str) -> Result<String, ToolError> {
+pub async fn volume_name(
+    docker: &Docker,
+    project: &str,
+    volume: &str,
+) -> Result<String, ToolError> {
     let mut filters = HashMap::new();
     filters.insert(
         "label",
@@ -145,7 +149,9 @@ pub async fn volume_name(docker: &Docker, project: &str, volume: &str) -> Result
             format!("{VOLUME_LABEL}={volume}"),
         ],
     );
-    let opts = ListVolumesOptionsBuilder::default().filters(&filters).build();
+    let opts = ListVolumesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
     let found = docker
         .list_volumes(Some(opts))
         .await
@@ -154,12 +160,16 @@ pub async fn volume_name(docker: &Docker, project: &str, volume: &str) -> Result
         return Ok(v.name);
     }
     let default = format!("{project}_{volume}");
-    docker.inspect_volume(&default).await.map(|v| v.name).map_err(|_| {
-        ToolError::external(format!(
-            "volume `{volume}` of project `{project}` does not exist in the engine"
-        ))
-        .next_step("bring the stack up once (compose_up) so compose creates its volumes")
-    })
+    docker
+        .inspect_volume(&default)
+        .await
+        .map(|v| v.name)
+        .map_err(|_| {
+            ToolError::external(format!(
+                "volume `{volume}` of project `{project}` does not exist in the engine"
+            ))
+            .next_step("bring the stack up once (compose_up) so compose creates its volumes")
+        })
 }
 
 /// The environment of a container (`KEY=value`), for connection settings
@@ -333,7 +343,10 @@ pub async fn helper(docker: &Docker, spec: &HelperSpec) -> Result<Process, ToolE
         stdin_once: Some(spec.stdin),
         tty: Some(false),
         network_disabled: Some(true),
-        labels: Some(HashMap::from([(HELPER_LABEL.to_string(), spec.project.clone())])),
+        labels: Some(HashMap::from([(
+            HELPER_LABEL.to_string(),
+            spec.project.clone(),
+        )])),
         host_config: Some(HostConfig {
             mounts,
             network_mode: Some("none".into()),
@@ -564,10 +577,8 @@ async fn exit_code(docker: &Docker, exit: &Exit) -> Result<i64, ToolError> {
             ))
         }
         Exit::Container(id) => {
-            let mut wait = docker.wait_container(
-                id,
-                None::<bollard::query_parameters::WaitContainerOptions>,
-            );
+            let mut wait =
+                docker.wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
             match wait.next().await {
                 Some(Ok(r)) => Ok(r.status_code),
                 Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {

@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::adapters::backup_store::{self, FileSink, Written};
 use crate::adapters::compose::{Compose, ServiceModel, StackModel};
 use crate::adapters::docker_exec::{self, Finished, Process, RunError, ServiceContainer, Stdout};
-use crate::call::{Call, Gate, Reply};
+use crate::call::{Call, Gate, Progress, Reply};
 use crate::error::{ErrorKind, ToolError};
 use crate::guard::{ConfirmedBy, Guarded};
 use crate::ops::backup_engines::{self as engines, PgConn};
@@ -105,13 +105,27 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     }
     let model = Compose::for_stack(&call.app.stack)?.model(&[]).await?;
     let targets = engines::resolve(&model, input.services.as_deref())?;
-    let plan = plan(&call, &model, &targets, label.as_ref(), input.stop_during_backup)?;
+    let plan = plan(
+        &call,
+        &model,
+        &targets,
+        label.as_ref(),
+        input.stop_during_backup,
+    )?;
     let confirmed_by = match call.guard(&plan, None).await? {
         Gate::Proceed(by) => by,
         Gate::Halt(reply) => return Ok(reply),
     };
-    let set = backup_targets(&call, &model, &targets, label.as_ref(), input.stop_during_backup)
-        .await?;
+    let progress: Arc<dyn Progress> = Monotonic::new(call.progress.clone());
+    let set = backup_targets(
+        &call,
+        progress,
+        &model,
+        &targets,
+        label.as_ref(),
+        input.stop_during_backup,
+    )
+    .await?;
     let out = Output {
         backup_id: set.id.to_string(),
         directory: set.dir.display().to_string(),
@@ -211,7 +225,8 @@ pub async fn backup_services(
     label: Option<&Label>,
 ) -> Result<BackupSet, ToolError> {
     let targets = engines::resolve(model, (!services.is_empty()).then_some(services))?;
-    backup_targets(call, model, &targets, label, None).await
+    let progress: Arc<dyn Progress> = Monotonic::new(call.progress.clone());
+    backup_targets(call, progress, model, &targets, label, None).await
 }
 
 /// One file to write.
@@ -240,8 +255,44 @@ impl Drop for Ticker {
     }
 }
 
-fn ticker(call: &Call, meter: Arc<Mutex<Meter>>) -> Ticker {
-    let progress = call.progress.clone();
+/// MCP progress values must increase with every notification. Reports pass
+/// through unchanged when they do; a report that would not (no new bytes in
+/// the last second, or a restore's seconds after its safety backup's bytes)
+/// goes out as the previous value plus one.
+pub(crate) struct Monotonic {
+    inner: Arc<dyn Progress>,
+    last: Mutex<f64>,
+}
+
+impl Monotonic {
+    pub(crate) fn new(inner: Arc<dyn Progress>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            last: Mutex::new(-1.0),
+        })
+    }
+}
+
+impl Progress for Monotonic {
+    fn report(&self, progress: f64, total: Option<f64>, message: Option<String>) {
+        let value = match self.last.lock() {
+            Ok(mut last) => {
+                let v = if progress > *last {
+                    progress
+                } else {
+                    *last + 1.0
+                };
+                *last = v;
+                v
+            }
+            Err(_) => progress,
+        };
+        let total = total.filter(|t| *t >= value);
+        self.inner.report(value, total, message);
+    }
+}
+
+fn ticker(progress: Arc<dyn Progress>, meter: Arc<Mutex<Meter>>) -> Ticker {
     Ticker(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -315,6 +366,7 @@ fn role_name(svc: &ServiceModel) -> String {
 
 pub(crate) async fn backup_targets(
     call: &Call,
+    progress: Arc<dyn Progress>,
     model: &StackModel,
     targets: &[(&ServiceModel, Method)],
     label: Option<&Label>,
@@ -346,7 +398,10 @@ pub(crate) async fn backup_targets(
                 if svc.named_volumes.is_empty() {
                     return Err(ToolError::invalid(
                         "services",
-                        format!("service `{}` has backup: volume but mounts no named volume", svc.name),
+                        format!(
+                            "service `{}` has backup: volume but mounts no named volume",
+                            svc.name
+                        ),
                     ));
                 }
                 let container = docker_exec::service_containers(&docker, project, &svc.name)
@@ -380,7 +435,7 @@ pub(crate) async fn backup_targets(
     let id = SetId::new(stamp, label);
 
     let meter = Arc::new(Mutex::new(Meter::default()));
-    let _ticker = ticker(call, meter.clone());
+    let _ticker = ticker(progress.clone(), meter.clone());
     let mut entries = Vec::new();
     let mut created: Vec<String> = Vec::new();
     let mut stopped_all = Vec::new();
@@ -396,7 +451,7 @@ pub(crate) async fn backup_targets(
         let file = data_file_name(
             stamp.text().as_str(),
             &job.svc.name,
-            job.volume.as_ref().map(|(_, e)| e.as_str()),
+            job.volume.as_ref().map(|(compose, _)| compose.as_str()),
             job.method,
         )?;
         let result = match job.method {
@@ -465,7 +520,7 @@ pub(crate) async fn backup_targets(
             return Err(e);
         }
     };
-    call.progress.report(
+    progress.report(
         manifest.total_bytes() as f64,
         Some(manifest.total_bytes() as f64),
         Some(format!("backup set {id} committed")),
@@ -564,12 +619,14 @@ pub(crate) async fn stream_to_file(
     match docker_exec::run(p, Stdout::File(&sink), None, &call.ct).await {
         Ok(f) if !f.ok() => {
             sink.abort().await;
-            Err(docker_exec::failed(what, &f)
-                .next_step("fix the cause in the stderr tail and back up again; no backup file was kept"))
+            Err(docker_exec::failed(what, &f).next_step(
+                "fix the cause in the stderr tail and back up again; no backup file was kept",
+            ))
         }
         Ok(f) if f.stdout_bytes == 0 => {
             sink.abort().await;
-            Err(docker_exec::failed(what, &f).next_step("the dump produced no output; no backup file was kept"))
+            Err(docker_exec::failed(what, &f)
+                .next_step("the dump produced no output; no backup file was kept"))
         }
         Ok(f) => Ok((sink.finish().await?, f)),
         Err(RunError::SinkFailed) => Err(sink
@@ -610,8 +667,13 @@ async fn dump_postgres(
         .as_ref()
         .ok_or_else(|| ToolError::internal("no container for pg_dump"))?;
     let conn = PgConn::from_env(&job.env);
-    let version = engines::capture(docker, &c.id, vec!["pg_dump".into(), "--version".into()], &call.ct)
-        .await?;
+    let version = engines::capture(
+        docker,
+        &c.id,
+        vec!["pg_dump".into(), "--version".into()],
+        &call.ct,
+    )
+    .await?;
     let counts = pg_counts(call, docker, &c.id, &conn).await?;
     let sink = FileSink::create(dir, file, true, false)?;
     set_current(meter, format!("pg_dump {}", job.svc.name), &sink);
@@ -667,8 +729,14 @@ async fn dump_mongo(
     // mongodump compresses (--gzip): stored as streamed.
     let sink = FileSink::create(dir, file, false, false)?;
     set_current(meter, format!("mongodump {}", job.svc.name), &sink);
-    let process =
-        docker_exec::exec(docker, &c.id, engines::mongodump_cmd(&job.env), Vec::new(), false).await;
+    let process = docker_exec::exec(
+        docker,
+        &c.id,
+        engines::mongodump_cmd(&job.env),
+        Vec::new(),
+        false,
+    )
+    .await;
     let (w, _) = stream_to_file(call, process, sink, "mongodump").await?;
     Ok(entry(
         job,

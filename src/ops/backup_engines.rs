@@ -76,7 +76,9 @@ pub fn resolve<'m>(
         return Ok(all);
     };
     if requested.is_empty() {
-        return Err(ToolError::invalid("services", "must name at least one service").allowed(names));
+        return Err(
+            ToolError::invalid("services", "must name at least one service").allowed(names),
+        );
     }
     let mut out: Vec<(&ServiceModel, Method)> = Vec::new();
     for (i, name) in requested.iter().enumerate() {
@@ -86,7 +88,10 @@ pub fn resolve<'m>(
         let Some(method) = method_of(svc)? else {
             return Err(ToolError::invalid(
                 format!("services[{i}]"),
-                format!("service `{name}` has no backup method (backup: none, role {:?})", svc.role),
+                format!(
+                    "service `{name}` has no backup method (backup: none, role {:?})",
+                    svc.role
+                ),
             )
             .allowed(names));
         };
@@ -419,12 +424,17 @@ mod tests {
     #[test]
     fn pg_connection_follows_the_official_image() {
         let c = PgConn::from_env(&["PGUSER=postgres".into()]);
-        assert_eq!((c.user.as_str(), c.database.as_str()), ("postgres", "postgres"));
+        assert_eq!(
+            (c.user.as_str(), c.database.as_str()),
+            ("postgres", "postgres")
+        );
         let c = PgConn::from_env(&["POSTGRES_USER=app".into(), "POSTGRES_PASSWORD=x".into()]);
         assert_eq!((c.user.as_str(), c.database.as_str()), ("app", "app"));
         let c = PgConn::from_env(&["POSTGRES_USER=app".into(), "POSTGRES_DB=shop".into()]);
         assert_eq!(c.dump_cmd(), ["pg_dump", "-Fc", "-U", "app", "-d", "shop"]);
-        assert!(c.restore_cmd().contains(&"--single-transaction".to_string()));
+        assert!(c
+            .restore_cmd()
+            .contains(&"--single-transaction".to_string()));
     }
 
     #[test]
@@ -446,7 +456,10 @@ mod tests {
             "MONGO_INITDB_ROOT_USERNAME=root".to_string(),
             "MONGO_INITDB_ROOT_PASSWORD=pw".to_string(),
         ];
-        assert_eq!(mongodump_cmd(&env)[..3], ["mongodump", "--archive", "--gzip"]);
+        assert_eq!(
+            mongodump_cmd(&env)[..3],
+            ["mongodump", "--archive", "--gzip"]
+        );
         assert!(mongorestore_cmd(&env).contains(&"--drop".to_string()));
         assert_eq!(mongo_auth(&env).len(), 6);
     }
@@ -457,7 +470,11 @@ mod tests {
         let a: BTreeMap<String, u64> = [("a".into(), 1), ("c".into(), 5)].into();
         assert_eq!(
             compare_counts(&e, &a),
-            [CountMismatch { name: "b".into(), expected: Some(2), actual: None }]
+            [CountMismatch {
+                name: "b".into(),
+                expected: Some(2),
+                actual: None
+            }]
         );
     }
 }

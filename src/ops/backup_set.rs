@@ -215,7 +215,8 @@ impl SetId {
 
     pub fn stamp(&self) -> Stamp {
         // Constructed only from a valid stamp.
-        Stamp::parse(&self.stamp_text).unwrap_or_else(|| Stamp::from_datetime(OffsetDateTime::UNIX_EPOCH))
+        Stamp::parse(&self.stamp_text)
+            .unwrap_or_else(|| Stamp::from_datetime(OffsetDateTime::UNIX_EPOCH))
     }
 
     pub fn stamp_text(&self) -> &str {
@@ -247,7 +248,9 @@ impl std::fmt::Display for SetId {
 }
 
 /// How a service's data is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// `pg_dump -Fc` through docker exec, zstd-compressed.
@@ -366,7 +369,10 @@ impl Manifest {
     /// listing only file names that cannot leave the set's directory.
     pub fn validate(&self, expected: &SetId) -> Result<(), String> {
         if self.format != MANIFEST_FORMAT {
-            return Err(format!("format is `{}`, not {MANIFEST_FORMAT}", self.format));
+            return Err(format!(
+                "format is `{}`, not {MANIFEST_FORMAT}",
+                self.format
+            ));
         }
         if self.id != expected.to_string() {
             return Err(format!("id `{}` does not match its file name", self.id));
@@ -407,7 +413,9 @@ pub struct SetFacts {
 /// Why a policy was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    #[error("keep_last, keep_daily and keep_weekly are all 0: this policy would delete every backup")]
+    #[error(
+        "keep_last, keep_daily and keep_weekly are all 0: this policy would delete every backup"
+    )]
     DeletesEverything,
 }
 
@@ -472,7 +480,10 @@ mod tests {
         ] {
             assert!(Stamp::parse(bad).is_none(), "{bad}");
         }
-        assert_eq!(Stamp::from_unix(0).map(|s| s.text()).as_deref(), Some("19700101T000000Z"));
+        assert_eq!(
+            Stamp::from_unix(0).map(|s| s.text()).as_deref(),
+            Some("19700101T000000Z")
+        );
     }
 
     #[test]
@@ -480,9 +491,14 @@ mod tests {
         let id = SetId::parse("backup_id", "20261124T130501Z-nightly_1").expect("id");
         assert_eq!(id.label(), Some("nightly_1"));
         assert_eq!(id.to_string(), "20261124T130501Z-nightly_1");
-        assert_eq!(id.manifest_name(), "20261124T130501Z-nightly_1.manifest.json");
         assert_eq!(
-            SetId::parse("backup_id", "20261124T130501Z").expect("bare").label(),
+            id.manifest_name(),
+            "20261124T130501Z-nightly_1.manifest.json"
+        );
+        assert_eq!(
+            SetId::parse("backup_id", "20261124T130501Z")
+                .expect("bare")
+                .label(),
             None
         );
         for bad in [
@@ -500,7 +516,11 @@ mod tests {
             let err = SetId::parse("backup_id", bad).expect_err(bad);
             assert_eq!(err.field.as_deref(), Some("backup_id"), "{bad}");
         }
-        assert!(SetId::parse("backup_id", &format!("20261124T130501Z-{}", "a".repeat(200))).is_err());
+        assert!(SetId::parse(
+            "backup_id",
+            &format!("20261124T130501Z-{}", "a".repeat(200))
+        )
+        .is_err());
     }
 
     #[test]
@@ -519,8 +539,13 @@ mod tests {
             "20261124T130501Z-postgres.pgdump.zst"
         );
         assert_eq!(
-            data_file_name("20261124T130501Z", "cache", Some("p_cache_data"), Method::Volume)
-                .expect("name"),
+            data_file_name(
+                "20261124T130501Z",
+                "cache",
+                Some("p_cache_data"),
+                Method::Volume
+            )
+            .expect("name"),
             "20261124T130501Z-cache.p_cache_data.tar.zst"
         );
         assert!(data_file_name("20261124T130501Z", "../x", None, Method::PgDump).is_err());
@@ -601,8 +626,15 @@ mod tests {
 
     #[test]
     fn keep_last_keeps_the_newest_n() {
-        let keep = retain(&thirty(), &Policy { keep_last: 7, keep_daily: 0, keep_weekly: 0 })
-            .expect("policy");
+        let keep = retain(
+            &thirty(),
+            &Policy {
+                keep_last: 7,
+                keep_daily: 0,
+                keep_weekly: 0,
+            },
+        )
+        .expect("policy");
         assert_eq!(
             ids(&keep),
             [
@@ -619,30 +651,59 @@ mod tests {
 
     #[test]
     fn keep_daily_keeps_the_newest_of_each_day() {
-        let keep = retain(&thirty(), &Policy { keep_last: 0, keep_daily: 3, keep_weekly: 0 })
-            .expect("policy");
+        let keep = retain(
+            &thirty(),
+            &Policy {
+                keep_last: 0,
+                keep_daily: 3,
+                keep_weekly: 0,
+            },
+        )
+        .expect("policy");
         // 30 Oct has two sets: the 14:00 one is that day's newest.
         assert_eq!(
             ids(&keep),
-            ["20261028T020000Z", "20261029T020000Z", "20261030T140000Z-manual"]
+            [
+                "20261028T020000Z",
+                "20261029T020000Z",
+                "20261030T140000Z-manual"
+            ]
         );
     }
 
     #[test]
     fn keep_weekly_keeps_the_newest_of_each_iso_week() {
-        let keep = retain(&thirty(), &Policy { keep_last: 0, keep_daily: 0, keep_weekly: 3 })
-            .expect("policy");
+        let keep = retain(
+            &thirty(),
+            &Policy {
+                keep_last: 0,
+                keep_daily: 0,
+                keep_weekly: 3,
+            },
+        )
+        .expect("policy");
         // ISO weeks: 26 Oct (Mon)..30 Oct is week 44, 19..25 Oct week 43, 12..18 Oct week 42.
         assert_eq!(
             ids(&keep),
-            ["20261018T020000Z", "20261025T020000Z", "20261030T140000Z-manual"]
+            [
+                "20261018T020000Z",
+                "20261025T020000Z",
+                "20261030T140000Z-manual"
+            ]
         );
     }
 
     #[test]
     fn policies_combine_as_a_union() {
-        let keep = retain(&thirty(), &Policy { keep_last: 2, keep_daily: 3, keep_weekly: 2 })
-            .expect("policy");
+        let keep = retain(
+            &thirty(),
+            &Policy {
+                keep_last: 2,
+                keep_daily: 3,
+                keep_weekly: 2,
+            },
+        )
+        .expect("policy");
         assert_eq!(
             ids(&keep),
             [
@@ -663,15 +724,36 @@ mod tests {
             id: SetId::parse("x", "20260901T000000Z").expect("id"),
             services: ["cache".to_string()].into(),
         });
-        let keep = retain(&sets, &Policy { keep_last: 1, keep_daily: 0, keep_weekly: 0 })
-            .expect("policy");
+        let keep = retain(
+            &sets,
+            &Policy {
+                keep_last: 1,
+                keep_daily: 0,
+                keep_weekly: 0,
+            },
+        )
+        .expect("policy");
         assert_eq!(ids(&keep), ["20260901T000000Z", "20261030T140000Z-manual"]);
         assert_eq!(
-            retain(&sets, &Policy { keep_last: 0, keep_daily: 0, keep_weekly: 0 }),
+            retain(
+                &sets,
+                &Policy {
+                    keep_last: 0,
+                    keep_daily: 0,
+                    keep_weekly: 0
+                }
+            ),
             Err(PolicyError::DeletesEverything)
         );
-        assert!(retain(&[], &Policy { keep_last: 1, keep_daily: 0, keep_weekly: 0 })
-            .expect("empty")
-            .is_empty());
+        assert!(retain(
+            &[],
+            &Policy {
+                keep_last: 1,
+                keep_daily: 0,
+                keep_weekly: 0
+            }
+        )
+        .expect("empty")
+        .is_empty());
     }
 }

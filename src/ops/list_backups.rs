@@ -142,7 +142,10 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         .collect();
     let next = u64::from(offset) + u64::from(limit);
     let out = Output {
-        backup_root: model.settings.backup_root.display().to_string(),
+        backup_root: dir
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         directory: dir.display().to_string(),
         total,
         offset,

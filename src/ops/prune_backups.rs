@@ -100,7 +100,10 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         }
     }
     if input.confirm_token.as_ref().is_some_and(|t| t.len() > 1024) {
-        return Err(ToolError::invalid("confirm_token", "is not a token stackpilot issued"));
+        return Err(ToolError::invalid(
+            "confirm_token",
+            "is not a token stackpilot issued",
+        ));
     }
     let model = Compose::for_stack(&call.app.stack)?.model(&[]).await?;
     let policy = Policy {
@@ -121,11 +124,15 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         })
         .collect();
     let keep = backup_set::retain(&facts, &policy).map_err(|e| {
-        ToolError::invalid("keep_last", e.to_string())
-            .next_step("keep at least one backup: set keep_last, keep_daily or keep_weekly to 1 or more")
+        ToolError::invalid("keep_last", e.to_string()).next_step(
+            "keep at least one backup: set keep_last, keep_daily or keep_weekly to 1 or more",
+        )
     })?;
-    let doomed: Vec<&backup_store::FoundSet> =
-        listing.sets.iter().filter(|s| !keep.contains(&s.id)).collect();
+    let doomed: Vec<&backup_store::FoundSet> = listing
+        .sets
+        .iter()
+        .filter(|s| !keep.contains(&s.id))
+        .collect();
     let steps: Vec<PlanStep> = doomed
         .iter()
         .map(|s| PlanStep {
@@ -136,7 +143,11 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
                 s.id,
                 s.manifest.entries.len(),
                 s.manifest.total_bytes(),
-                s.manifest.services().into_iter().collect::<Vec<_>>().join(", ")
+                s.manifest
+                    .services()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             before: None,
             after: None,

@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::adapters::backup_store::{self, Decode};
 use crate::adapters::compose::{Compose, ServiceModel, StackModel};
 use crate::adapters::docker_exec;
-use crate::call::{Call, Gate, Reply};
+use crate::call::{Call, Gate, Progress, Reply};
 use crate::error::{ErrorKind, ToolError};
 use crate::guard::{ConfirmedBy, Guarded};
 use crate::ops::backup::{self, round3};
@@ -128,7 +128,10 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         }
     }
     if input.confirm_token.as_ref().is_some_and(|t| t.len() > 1024) {
-        return Err(ToolError::invalid("confirm_token", "is not a token stackpilot issued"));
+        return Err(ToolError::invalid(
+            "confirm_token",
+            "is not a token stackpilot issued",
+        ));
     }
     let model = Compose::for_stack(&call.app.stack)?.model(&[]).await?;
     let dir = backup_store::project_dir(&model.settings.backup_root, &model.project)?;
@@ -145,7 +148,9 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     };
     let started = Instant::now();
     let status = Arc::new(Mutex::new("checking the backup files".to_string()));
-    let _beat = heartbeat(&call, status.clone(), started);
+    // One monotonic stream for the heartbeat and the safety backup's bytes.
+    let progress: Arc<dyn Progress> = backup::Monotonic::new(call.progress.clone());
+    let _beat = heartbeat(progress.clone(), status.clone(), started);
 
     // A damaged backup never replaces data.
     for t in &targets {
@@ -158,12 +163,23 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         v
     };
     let label = Label::parse(SAFETY_LABEL)?;
-    let safety = backup::backup_services(&call, &model, &services, Some(&label))
-        .await
-        .map_err(|mut e| {
-            e.message = format!("the safety backup failed, nothing was restored: {}", e.message);
-            e
-        })?;
+    let targets_now = engines::resolve(&model, Some(&services))?;
+    let safety = backup::backup_targets(
+        &call,
+        progress.clone(),
+        &model,
+        &targets_now,
+        Some(&label),
+        None,
+    )
+    .await
+    .map_err(|mut e| {
+        e.message = format!(
+            "the safety backup failed, nothing was restored: {}",
+            e.message
+        );
+        e
+    })?;
     let mut restored = Vec::new();
     for t in &targets {
         set(&status, &format!("restoring {}", t.svc.name));
@@ -212,8 +228,7 @@ impl Drop for Beat {
 
 /// A progress notification every second (what runs, for how long), so
 /// clients waiting on a long restore do not time out.
-fn heartbeat(call: &Call, status: Arc<Mutex<String>>, started: Instant) -> Beat {
-    let progress = call.progress.clone();
+fn heartbeat(progress: Arc<dyn Progress>, status: Arc<Mutex<String>>, started: Instant) -> Beat {
     Beat(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -392,7 +407,10 @@ async fn restore_one(
     let mut restarted = Vec::new();
     let actual = match e.method {
         Method::PgDump => {
-            let c = t.container.as_ref().ok_or_else(|| ToolError::internal("no container"))?;
+            let c = t
+                .container
+                .as_ref()
+                .ok_or_else(|| ToolError::internal("no container"))?;
             let conn = PgConn::from_env(&t.env);
             let p = docker_exec::exec(docker, &c.id, conn.restore_cmd(), Vec::new(), true).await?;
             let (stats, f) = engines::feed_process(p, path, Decode::Zstd, false, &call.ct).await?;
@@ -405,7 +423,10 @@ async fn restore_one(
             backup::pg_counts(call, docker, &c.id, &conn).await?
         }
         Method::Mongodump => {
-            let c = t.container.as_ref().ok_or_else(|| ToolError::internal("no container"))?;
+            let c = t
+                .container
+                .as_ref()
+                .ok_or_else(|| ToolError::internal("no container"))?;
             let p = docker_exec::exec(
                 docker,
                 &c.id,

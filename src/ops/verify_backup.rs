@@ -74,7 +74,8 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "verify_backup",
     title: "Verify a backup set",
-    description: "Check a backup set (default: the newest) without changing anything: every file is \
+    description:
+        "Check a backup set (default: the newest) without changing anything: every file is \
         present with the size and sha256 its manifest recorded, and reads as what it claims: a \
         Postgres archive lists with `pg_restore --list` (run in the service's container) and names \
         every table the manifest counted; a volume tar walks to its end with the recorded file and \
@@ -150,18 +151,26 @@ pub(crate) fn select_entries<'a>(
         v
     };
     if services.is_empty() {
-        return Err(ToolError::invalid("services", "must name at least one service").allowed(in_set));
+        return Err(
+            ToolError::invalid("services", "must name at least one service").allowed(in_set),
+        );
     }
     for (i, s) in services.iter().enumerate() {
         if !in_set.contains(s) {
             return Err(ToolError::invalid(
                 format!("services[{i}]"),
-                format!("service `{}` is not in this backup set", crate::redact::cap(s, 100)),
+                format!(
+                    "service `{}` is not in this backup set",
+                    crate::redact::cap(s, 100)
+                ),
             )
             .allowed(in_set));
         }
     }
-    Ok(entries.iter().filter(|e| services.contains(&e.service)).collect())
+    Ok(entries
+        .iter()
+        .filter(|e| services.contains(&e.service))
+        .collect())
 }
 
 async fn check_file(
@@ -238,11 +247,19 @@ async fn check_tar(
 ) -> Result<(ReadStats, ContentCheck), ToolError> {
     let stats = match read_only_pass(call, path, Decode::Zstd, true).await? {
         Ok(s) => s,
-        Err(err) => return Ok((sha_only(call, path).await?, bad("zstd + tar walk", err.message))),
+        Err(err) => {
+            return Ok((
+                sha_only(call, path).await?,
+                bad("zstd + tar walk", err.message),
+            ))
+        }
     };
     let tar = stats.tar.clone().unwrap_or_default();
     let mut missing = Vec::new();
-    for (k, n) in [("files", tar.counts.files), ("directories", tar.counts.directories)] {
+    for (k, n) in [
+        ("files", tar.counts.files),
+        ("directories", tar.counts.directories),
+    ] {
         if let Some(expected) = e.counts.get(k) {
             if *expected != n {
                 missing.push(format!("{k}: {expected} recorded, {n} in the archive"));
@@ -298,7 +315,10 @@ async fn check_pg(
                 // The service is down: a helper from the image that wrote the dump.
                 let (p, image) =
                     engines::start_helper(docker, model, Some(&e.image), cmd, None, true).await?;
-                (p, format!("pg_restore --list in a helper container from {image}"))
+                (
+                    p,
+                    format!("pg_restore --list in a helper container from {image}"),
+                )
             }
         };
     let (stats, f) =
@@ -358,7 +378,16 @@ async fn check_mongo(
         } else {
             "the decompressed stream does not start with the mongodump archive magic".into()
         };
-        return Ok((stats, ContentCheck { ok, checked_with: "gunzip + archive magic (stackpilot)".into(), detail, entries: None, missing: Vec::new() }));
+        return Ok((
+            stats,
+            ContentCheck {
+                ok,
+                checked_with: "gunzip + archive magic (stackpilot)".into(),
+                detail,
+                entries: None,
+                missing: Vec::new(),
+            },
+        ));
     };
     let env = docker_exec::container_env(docker, &c.id).await?;
     let process = docker_exec::exec(
@@ -382,7 +411,10 @@ async fn check_mongo(
     if stats.head != engines::MONGO_ARCHIVE_MAGIC {
         return Ok((
             stats,
-            bad(&with, "the decompressed stream does not start with the mongodump archive magic".into()),
+            bad(
+                &with,
+                "the decompressed stream does not start with the mongodump archive magic".into(),
+            ),
         ));
     }
     if !f.ok() {
