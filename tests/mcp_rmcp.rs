@@ -26,7 +26,18 @@ fn validate(schema: &serde_json::Map<String, Value>, instance: &Value) {
 async fn exercise(client: &Client) {
     let tools = client.list_all_tools().await.expect("tools/list");
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, ["detect_hardware", "select_profile"]);
+    assert_eq!(
+        names,
+        [
+            "backup",
+            "detect_hardware",
+            "list_backups",
+            "prune_backups",
+            "restore",
+            "select_profile",
+            "verify_backup"
+        ]
+    );
     for t in &tools {
         assert!(
             t.title.as_deref().is_some_and(|s| !s.is_empty()),
@@ -68,6 +79,27 @@ async fn exercise(client: &Client) {
     assert!(!is_error(&here), "{here:?}");
     validate(&schema_of("select_profile"), &structured(&here));
     assert_eq!(structured(&here)["hardware_source"], "detected");
+
+    // The backup tools on a stack without data services or backups (they
+    // need the Compose CLI for the stack model, not an engine). Results and
+    // errors alike validate against each tool's outputSchema.
+    let listed = call(client, "list_backups", json!({})).await;
+    assert!(!is_error(&listed), "{listed:?}");
+    validate(&schema_of("list_backups"), &structured(&listed));
+    assert_eq!(structured(&listed)["total"], 0);
+    let pruned = call(client, "prune_backups", json!({})).await;
+    assert!(!is_error(&pruned), "{pruned:?}");
+    validate(&schema_of("prune_backups"), &structured(&pruned));
+    assert_eq!(structured(&pruned)["deleted"], json!([]));
+    for (tool, args) in [
+        ("backup", json!({})),
+        ("verify_backup", json!({})),
+        ("restore", json!({"backup_id": "20261124T130501Z"})),
+    ] {
+        let r = call(client, tool, args).await;
+        assert!(is_error(&r), "{tool}: {r:?}");
+        validate(&schema_of(tool), &structured(&r));
+    }
 }
 
 #[tokio::test]

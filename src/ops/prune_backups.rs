@@ -83,6 +83,12 @@ pub static TOOL: ToolDef = ToolDef {
     run: |call, args| Box::pin(run(call, args)),
 };
 
+fn refuse(e: backup_set::PolicyError) -> ToolError {
+    ToolError::invalid("keep_last", e.to_string()).next_step(
+        "keep at least one backup: set keep_last, keep_daily or keep_weekly to 1 or more",
+    )
+}
+
 async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     let input: Input = registry::parse_args(args)?;
     for (field, v) in [
@@ -112,6 +118,8 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         keep_weekly: input.keep_weekly.unwrap_or(model.settings.keep_weekly),
     };
     let dir = backup_store::project_dir(&model.settings.backup_root, &model.project)?;
+    // A policy that keeps nothing is refused before anything is touched.
+    backup_set::retain(&[], &policy).map_err(refuse)?;
     // Plan under the lock: no backup can add a set between the plan and the deletion.
     call.lock_stack().await?;
     let listing = backup_store::list(&dir)?;
@@ -123,11 +131,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
             services: s.manifest.services(),
         })
         .collect();
-    let keep = backup_set::retain(&facts, &policy).map_err(|e| {
-        ToolError::invalid("keep_last", e.to_string()).next_step(
-            "keep at least one backup: set keep_last, keep_daily or keep_weekly to 1 or more",
-        )
-    })?;
+    let keep = backup_set::retain(&facts, &policy).map_err(refuse)?;
     let doomed: Vec<&backup_store::FoundSet> = listing
         .sets
         .iter()

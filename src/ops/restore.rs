@@ -135,6 +135,8 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     }
     let model = Compose::for_stack(&call.app.stack)?.model(&[]).await?;
     let dir = backup_store::project_dir(&model.settings.backup_root, &model.project)?;
+    // A set that does not exist is refused before anything (even the lock file) is written.
+    backup_store::read_manifest(&dir, &id)?;
     // Plan under the lock, so the state the person confirms is the state restored into.
     call.lock_stack().await?;
     let manifest = backup_store::read_manifest(&dir, &id)?;

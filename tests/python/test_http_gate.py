@@ -50,7 +50,7 @@ async def test_bearer_token_required(http_server, stack):
     target = Target("http", stack, (), http=server)
     for era in ERAS:
         async with target.connect(era, token=TOKEN) as client:
-            assert sorted(await tool_map(client)) == ["detect_hardware", "select_profile"]
+            assert sorted(await tool_map(client)) == ["backup", "detect_hardware", "list_backups", "prune_backups", "restore", "select_profile", "verify_backup"]
             ok(await call(client, "detect_hardware", {}))
     # The SDK without the token does not get in.
     # The SDK without the token does not get in: the 401 surfaces as an MCPError.

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 async def test_read_only_lists_read_only_forms_and_refuses_writes(launch, stack, era):
     async with launch(stack, "--read-only").connect(era, person=Person("accept")) as client:
         tools = await tool_map(client)
-        assert sorted(tools) == ["detect_hardware", "select_profile"]
+        assert sorted(tools) == ["detect_hardware", "list_backups", "select_profile", "verify_backup"]
         for tool in tools.values():
             # Under --read-only every listed tool is read-only, and says so.
             assert tool.annotations.read_only_hint is True

@@ -10,15 +10,20 @@ pytestmark = pytest.mark.anyio
 
 HINTS = {
     # name: (title, readOnly, destructive, idempotent, openWorld)
+    "backup": ("Back up data services", False, False, False, False),
     "detect_hardware": ("Detect hardware", True, False, True, False),
+    "list_backups": ("List backup sets", True, False, True, False),
+    "prune_backups": ("Prune old backup sets", False, True, True, False),
+    "restore": ("Restore a backup set", False, True, False, False),
     "select_profile": ("Select deployment profile", False, True, True, False),
+    "verify_backup": ("Verify a backup set", True, False, True, False),
 }
 
 
 async def test_list_tools_titles_annotations_schemas(launch, stack, era):
     async with launch(stack).connect(era) as client:
         tools = await tool_map(client)
-        assert sorted(tools) == ["detect_hardware", "select_profile"]
+        assert sorted(tools) == ["backup", "detect_hardware", "list_backups", "prune_backups", "restore", "select_profile", "verify_backup"]
         for name, tool in tools.items():
             title, ro, destructive, idempotent, open_world = HINTS[name]
             assert tool.title == title
