@@ -474,3 +474,107 @@ async fn prune_refuses_to_delete_everything_and_asks_first() {
     assert_eq!(l2["sets"], json!([]));
     client.cancel().await.expect("close");
 }
+
+/// verify_backup needs no engine for a volume set: sha256, size, zstd and a
+/// tar walk with the recorded counts. A flipped byte or a truncated file is
+/// reported per file, and nothing is changed.
+#[tokio::test]
+async fn verify_reports_damaged_volume_backups() {
+    if !compose_available() {
+        return;
+    }
+    let stack = stack();
+    let dir = stack.path().join("backups").join("bk");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let src = tempfile::tempdir().expect("src");
+    std::fs::create_dir_all(src.path().join("a/b")).expect("dirs");
+    for i in 0..25 {
+        std::fs::write(
+            src.path().join(format!("a/f{i}")),
+            format!("file {i}").repeat(100),
+        )
+        .expect("f");
+    }
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(src.path())
+        .args(["-cf", "-", "."])
+        .output()
+        .expect("tar");
+    let packed = zstd::encode_all(&tar.stdout[..], 3).expect("zstd");
+    let id = SetId::parse("x", "20261101T000000Z").expect("id");
+    let file = "20261101T000000Z-cache.cache_data.tar.zst".to_string();
+    std::fs::write(dir.join(&file), &packed).expect("write");
+    let m = Manifest {
+        format: MANIFEST_FORMAT.into(),
+        id: id.to_string(),
+        project: "bk".into(),
+        stack_id: "synthetic".into(),
+        label: None,
+        created_at: id.stamp().rfc3339(),
+        finished_at: id.stamp().rfc3339(),
+        duration_s: 1.0,
+        stackpilot_version: "0.1.0".into(),
+        entries: vec![ManifestEntry {
+            service: "cache".into(),
+            role: "volume".into(),
+            method: Method::Volume,
+            image: "stackpilot-test/busybox:1".into(),
+            volume: Some("bk_cache_data".into()),
+            database: None,
+            file: file.clone(),
+            compression: "zstd".into(),
+            bytes: packed.len() as u64,
+            stream_bytes: tar.stdout.len() as u64,
+            sha256: hex::encode(Sha256::digest(&packed)),
+            tool_versions: BTreeMap::new(),
+            duration_s: 1.0,
+            counts: [("files".to_string(), 25), ("directories".to_string(), 2)].into(),
+        }],
+    };
+    std::fs::write(
+        dir.join(id.manifest_name()),
+        serde_json::to_vec(&m).expect("json"),
+    )
+    .expect("m");
+    let client = client_for(stack.path(), &[], Person::Absent).await;
+    let v = structured(&call(&client, "verify_backup", json!({})).await);
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert_eq!(
+        v["backup_id"], "20261101T000000Z",
+        "the newest set by default"
+    );
+    assert_eq!(v["files"][0]["content"]["entries"], 27);
+
+    // One flipped byte: the checksum says so (and the content check, most likely, too).
+    let mut bad = packed.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x55;
+    std::fs::write(dir.join(&file), &bad).expect("write");
+    let v = structured(
+        &call(
+            &client,
+            "verify_backup",
+            json!({"backup_id": "20261101T000000Z"}),
+        )
+        .await,
+    );
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["files"][0]["sha256_ok"], false);
+
+    // Truncated: wrong size and an incomplete tar.
+    std::fs::write(dir.join(&file), &packed[..packed.len() / 3]).expect("write");
+    let v = structured(&call(&client, "verify_backup", json!({"services": ["cache"]})).await);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["files"][0]["content"]["ok"], false, "{v:#}");
+    assert_eq!(v["files"][0]["bytes_actual"], (packed.len() / 3) as u64);
+
+    // Missing.
+    std::fs::remove_file(dir.join(&file)).expect("rm");
+    let v = structured(&call(&client, "verify_backup", json!({})).await);
+    assert_eq!(v["files"][0]["present"], false);
+    assert_eq!(v["ok"], false);
+    let e = error_of(&call(&client, "verify_backup", json!({"services": ["db"]})).await);
+    assert_eq!(e["field"], "services[0]", "db is not in this set: {e:#}");
+    client.cancel().await.expect("close");
+}

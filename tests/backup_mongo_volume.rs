@@ -255,6 +255,39 @@ async fn volume_backup_stops_and_restarts_and_restore_replaces_contents() {
     assert!(!listing.contains("new.txt"), "{listing}");
     assert!(listing.contains("./docs/deep/.dot") && listing.contains("./docs/link"));
     assert!(listing.contains("file 1\nsecret"), "{listing}");
+
+    // A damaged backup is reported by verify_backup and never restored.
+    let path = backup_dir(&stack).join(f["file"].as_str().expect("file"));
+    let mut bytes = std::fs::read(&path).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).expect("corrupt");
+    let v = ok(&call(&client, "verify_backup", json!({"backup_id": id})).await);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["files"][0]["sha256_ok"], false);
+    exec(
+        &stack,
+        "files",
+        &["sh", "-c", "echo after > /data/after.txt"],
+    );
+    let sets_before = files(&backup_dir(&stack));
+    let e = err(&call(&client, "restore", json!({"backup_id": id})).await);
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not match its manifest")),
+        "{e:#}"
+    );
+    assert_eq!(
+        exec(&stack, "files", &["cat", "/data/after.txt"]),
+        "after\n",
+        "nothing restored"
+    );
+    assert_eq!(
+        files(&backup_dir(&stack)),
+        sets_before,
+        "no safety backup either"
+    );
     client.cancel().await.expect("close");
 }
 

@@ -674,11 +674,16 @@ async fn dump_postgres(
         &call.ct,
     )
     .await?;
-    let counts = pg_counts(call, docker, &c.id, &conn).await?;
     let sink = FileSink::create(dir, file, true, false)?;
     set_current(meter, format!("pg_dump {}", job.svc.name), &sink);
-    let process = docker_exec::exec(docker, &c.id, conn.dump_cmd(), Vec::new(), false).await;
-    let (w, _) = stream_to_file(call, process, sink, "pg_dump").await?;
+    // The exact counts take a scan of every table: run them beside the dump
+    // (a second backend), not before it.
+    let dump = async {
+        let process = docker_exec::exec(docker, &c.id, conn.dump_cmd(), Vec::new(), false).await;
+        stream_to_file(call, process, sink, "pg_dump").await
+    };
+    let (dumped, counts) = tokio::join!(dump, pg_counts(call, docker, &c.id, &conn));
+    let (w, counts) = both(dumped, counts)?;
     Ok(entry(
         job,
         w,
@@ -688,6 +693,22 @@ async fn dump_postgres(
         None,
         started,
     ))
+}
+
+/// A dump and the counts taken beside it: both or neither (a committed
+/// file whose counts failed is removed again; no manifest lists it yet).
+fn both(
+    dumped: Result<(Written, Finished), ToolError>,
+    counts: Result<BTreeMap<String, u64>, ToolError>,
+) -> Result<(Written, BTreeMap<String, u64>), ToolError> {
+    match (dumped, counts) {
+        (Ok((w, _)), Ok(c)) => Ok((w, c)),
+        (Ok((w, _)), Err(e)) => {
+            let _ = std::fs::remove_file(&w.path);
+            Err(e)
+        }
+        (Err(e), _) => Err(e),
+    }
 }
 
 /// Rows per table now (exact `count(*)`).
@@ -725,19 +746,22 @@ async fn dump_mongo(
         &call.ct,
     )
     .await?;
-    let counts = mongo_counts(call, docker, &c.id, &job.env).await?;
     // mongodump compresses (--gzip): stored as streamed.
     let sink = FileSink::create(dir, file, false, false)?;
     set_current(meter, format!("mongodump {}", job.svc.name), &sink);
-    let process = docker_exec::exec(
-        docker,
-        &c.id,
-        engines::mongodump_cmd(&job.env),
-        Vec::new(),
-        false,
-    )
-    .await;
-    let (w, _) = stream_to_file(call, process, sink, "mongodump").await?;
+    let dump = async {
+        let process = docker_exec::exec(
+            docker,
+            &c.id,
+            engines::mongodump_cmd(&job.env),
+            Vec::new(),
+            false,
+        )
+        .await;
+        stream_to_file(call, process, sink, "mongodump").await
+    };
+    let (dumped, counts) = tokio::join!(dump, mongo_counts(call, docker, &c.id, &job.env));
+    let (w, counts) = both(dumped, counts)?;
     Ok(entry(
         job,
         w,
