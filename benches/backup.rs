@@ -5,8 +5,9 @@
 //!    (STACKPILOT_BENCH_DB_MB, default 1024; the quick mode of `cargo test
 //!    --benches` uses 48);
 //! 2. times `docker exec <db> pg_dump -Fc -U postgres -d postgres | zstd -q -o file`
-//!    against stackpilot's `backup` tool (release binary, over MCP stdio), alternating,
-//!    and reports the ratio of their throughputs (target: stackpilot >= 90 %);
+//!    against stackpilot's `backup` tool (release binary, over MCP stdio; the whole
+//!    call: stack model, exact row counts, dump, fsync, manifest), alternating, 5 runs
+//!    each, and reports the ratio of their median throughputs (target: stackpilot >= 90 %);
 //! 3. records stackpilot's peak RSS (VmHWM of the server process, fresh per run)
 //!    at a quarter of the size and at the full size (target: <= 64 MB, flat).
 //!
@@ -282,7 +283,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 48 } else { 1024 });
-    let reps = if quick { 1 } else { 3 };
+    let reps = if quick { 1 } else { 5 };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let stack = Stack::new(&host);
     let up = stack.compose(&["up", "-d", "--wait", "postgres"]);
@@ -316,11 +317,18 @@ fn main() {
     let out = stack.path().join("baseline.pgdump.zst");
     let mut base = Vec::new();
     let mut ours = Vec::new();
-    for _ in 0..reps {
-        base.push(baseline(&stack, &out));
+    // Alternating, and swapping which goes first, so drift in the machine's
+    // load (it is shared) does not favour either.
+    for rep in 0..reps {
+        if rep % 2 == 1 {
+            base.push(baseline(&stack, &out));
+        }
         let (s, b, rss) = rt.block_on(stackpilot(&stack));
         ours.push((s, b));
         rss_rows.push((size, s, b, rss));
+        if rep % 2 == 0 {
+            base.push(baseline(&stack, &out));
+        }
     }
     let best = |v: &[(f64, u64)]| v.iter().map(|x| x.0).fold(f64::INFINITY, f64::min);
     let median = |v: &[(f64, u64)]| {
