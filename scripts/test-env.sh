@@ -13,7 +13,8 @@
 # 1 anything missing under CI=true (fail loudly).
 #
 # The env file (/run/stackpilot-test/env as root, else $XDG_RUNTIME_DIR or /tmp/stackpilot-test-UID/env) holds `export KEY=VALUE` lines (no quoting, no spaces):
-#   DOCKER_HOST, STACKPILOT_TEST_DOCKER=1, STACKPILOT_TEST_BUSYBOX_IMAGE, STACKPILOT_TEST_POSTGRES_IMAGE.
+#   DOCKER_HOST, STACKPILOT_TEST_DOCKER=1, STACKPILOT_TEST_BUSYBOX_IMAGE, STACKPILOT_TEST_POSTGRES_IMAGE,
+#   STACKPILOT_TEST_MONGO_STANDIN_IMAGE.
 # The data root (/var/lib/stackpilot-docker) is kept between runs: it is the image cache.
 
 # Where the env file and the lock live: /run/stackpilot-test for root (which may start the
@@ -54,6 +55,7 @@ COMPOSE_PLUGIN_DIR=/usr/libexec/docker/cli-plugins
 BUSYBOX_IMAGE=stackpilot-test/busybox:1
 PG_BASE_IMAGE=stackpilot-test/pg15-base:1
 POSTGRES_IMAGE=stackpilot-test/postgres:15
+MONGO_STANDIN_IMAGE=stackpilot-test/mongo-standin:1
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 IMAGES_SRC="${REPO_ROOT}/tests/images"
@@ -315,6 +317,22 @@ build_postgres() {
     IMAGES_DONE+=("${POSTGRES_IMAGE}=built")
 }
 
+# The MongoDB stand-in (tests/images/mongo-standin): busybox plus shell mongodump/mongorestore/mongosh.
+# Built after busybox (its base); rebuilt when its sources or the busybox image change.
+build_mongo_standin() {
+    local want have
+    want="$(src_hash mongo-standin)-$(docker image inspect -f '{{.Id}}' "${BUSYBOX_IMAGE}" 2>/dev/null | cut -c8-19)"
+    have=$(docker image inspect -f '{{index .Config.Labels "io.stackpilot.test.src"}}' "${MONGO_STANDIN_IMAGE}" 2>/dev/null || true)
+    if [[ "${have}" == "${want}" ]]; then IMAGES_DONE+=("${MONGO_STANDIN_IMAGE}=cached"); return; fi
+    local errlog="${WORK_DIR}/build-mongo-standin.log"
+    if ! DOCKER_BUILDKIT=0 docker build -q --label "io.stackpilot.test.src=${want}" -t "${MONGO_STANDIN_IMAGE}" "${IMAGES_SRC}/mongo-standin" >"${errlog}" 2>&1; then
+        grep -v -e DEPRECATED -e 'legacy builder' -e BuildKit -e 'environment-variable' "${errlog}" | tail -n 30 >&2
+        unavailable "docker build ${MONGO_STANDIN_IMAGE} failed"
+    fi
+    docker image prune -f --filter "label=io.stackpilot.test.src" >/dev/null 2>&1 || true
+    IMAGES_DONE+=("${MONGO_STANDIN_IMAGE}=built")
+}
+
 # ---------------------------------------------------------------------------------------------
 write_env() {
     local tmp="${ENV_FILE}.tmp.$$"
@@ -328,6 +346,7 @@ write_env() {
         echo "export STACKPILOT_TEST_DOCKER=1"
         echo "export STACKPILOT_TEST_BUSYBOX_IMAGE=${BUSYBOX_IMAGE}"
         echo "export STACKPILOT_TEST_POSTGRES_IMAGE=${POSTGRES_IMAGE}"
+        echo "export STACKPILOT_TEST_MONGO_STANDIN_IMAGE=${MONGO_STANDIN_IMAGE}"
     } >"${tmp}"
     mv "${tmp}" "${ENV_FILE}"
 }
@@ -345,6 +364,7 @@ cmd_start() {
     step "compose v2" ensure_compose
     step "image busybox" build_busybox
     step "image postgres" build_postgres
+    step "image mongo-standin" build_mongo_standin
     write_env
 
     local total

@@ -86,16 +86,21 @@ pub fn all() -> &'static [&'static ToolDef] {
     static ALL: OnceLock<Vec<&'static ToolDef>> = OnceLock::new();
     ALL.get_or_init(|| {
         let mut tools: Vec<&'static ToolDef> = vec![
+            &crate::ops::backup::TOOL,
             &crate::ops::compose_down::TOOL,
             &crate::ops::compose_up::TOOL,
             &crate::ops::detect_hardware::TOOL,
             &crate::ops::health::TOOL,
+            &crate::ops::list_backups::TOOL,
             &crate::ops::list_models::TOOL,
+            &crate::ops::prune_backups::TOOL,
             &crate::ops::pull_model::TOOL,
             &crate::ops::recover::TOOL,
             &crate::ops::remove_model::TOOL,
+            &crate::ops::restore::TOOL,
             &crate::ops::select_profile::TOOL,
             &crate::ops::stack_status::TOOL,
+            &crate::ops::verify_backup::TOOL,
         ];
         tools.sort_by_key(|t| t.name);
         tools

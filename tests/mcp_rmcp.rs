@@ -29,16 +29,21 @@ async fn exercise(client: &Client) {
     assert_eq!(
         names,
         [
+            "backup",
             "compose_down",
             "compose_up",
             "detect_hardware",
             "health",
+            "list_backups",
             "list_models",
+            "prune_backups",
             "pull_model",
             "recover",
             "remove_model",
+            "restore",
             "select_profile",
-            "stack_status"
+            "stack_status",
+            "verify_backup"
         ]
     );
     for t in &tools {
@@ -106,6 +111,26 @@ async fn exercise(client: &Client) {
         let out = structured(&r);
         validate(&schema_of(tool), &out);
         assert!(out["error"]["next_step"].is_string(), "{out:#}");
+    }
+    // The backup tools on a stack without data services or backups (they
+    // need the Compose CLI for the stack model, not an engine). Results and
+    // errors alike validate against each tool's outputSchema.
+    let listed = call(client, "list_backups", json!({})).await;
+    assert!(!is_error(&listed), "{listed:?}");
+    validate(&schema_of("list_backups"), &structured(&listed));
+    assert_eq!(structured(&listed)["total"], 0);
+    let pruned = call(client, "prune_backups", json!({})).await;
+    assert!(!is_error(&pruned), "{pruned:?}");
+    validate(&schema_of("prune_backups"), &structured(&pruned));
+    assert_eq!(structured(&pruned)["deleted"], json!([]));
+    for (tool, args) in [
+        ("backup", json!({})),
+        ("verify_backup", json!({})),
+        ("restore", json!({"backup_id": "20261124T130501Z"})),
+    ] {
+        let r = call(client, tool, args).await;
+        assert!(is_error(&r), "{tool}: {r:?}");
+        validate(&schema_of(tool), &structured(&r));
     }
 }
 

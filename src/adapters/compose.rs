@@ -120,6 +120,10 @@ pub struct ServiceModel {
     pub health: Option<String>,
     /// x-stackpilot backup: `pg_dump`, `mongodump`, `volume` or `none`.
     pub backup: Option<String>,
+    /// x-stackpilot `stop_during_backup` (label `io.stackpilot.stop_during_backup`):
+    /// stop the service while its volumes are copied, for a consistent copy.
+    #[serde(default)]
+    pub stop_during_backup: bool,
     /// The service has a compose healthcheck.
     pub healthcheck: bool,
     /// Named volumes it mounts (compose names, before the project prefix).
@@ -140,6 +144,10 @@ pub struct StackSettings {
     pub keep_last: u32,
     pub keep_daily: u32,
     pub keep_weekly: u32,
+    /// Image for volume backups when the service's own image has no `tar`
+    /// (x-stackpilot `backup_helper_image`; default `busybox:stable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_helper_image: Option<String>,
 }
 
 /// The resolved stack for one set of profiles.
@@ -801,6 +809,9 @@ pub fn model_from_config(
                     role,
                     health: label("io.stackpilot.health").or_else(|| xfield("health")),
                     backup: label("io.stackpilot.backup").or_else(|| xfield("backup")),
+                    stop_during_backup: label("io.stackpilot.stop_during_backup")
+                        .or_else(|| xfield("stop_during_backup"))
+                        .is_some_and(|v| matches!(v.trim(), "true" | "yes" | "1")),
                     healthcheck,
                     named_volumes,
                     ports,
@@ -852,6 +863,10 @@ pub fn model_from_config(
             keep_last: get_u32("keep_last", 7),
             keep_daily: get_u32("keep_daily", 0),
             keep_weekly: get_u32("keep_weekly", 0),
+            backup_helper_image: xs
+                .and_then(|x| x.get("backup_helper_image"))
+                .and_then(str_of)
+                .filter(|s| !s.trim().is_empty()),
         },
     }
 }
@@ -892,9 +907,9 @@ mod tests {
                 "web": {"image": "busybox", "labels": {"io.stackpilot.role": "api"}}
             },
             "volumes": {"pgdata": {}},
-            "x-stackpilot": {"backup_root": "./bk", "retention": {"keep_last": 3}}
+            "x-stackpilot": {"backup_root": "./bk", "retention": {"keep_last": 3}, "backup_helper_image": "local/bb"}
         });
-        let yaml = json!({"services": {"db": {"x-stackpilot": {"role": "postgres", "health": "pg_isready"}}}});
+        let yaml = json!({"services": {"db": {"x-stackpilot": {"role": "postgres", "health": "pg_isready", "stop_during_backup": true}}}});
         let m = model_from_config(&json, &yaml, Path::new("/stack"), &[]);
         let db = &m.services["db"];
         assert_eq!(db.role, Role::Postgres, "x-stackpilot block names the role");
@@ -908,6 +923,9 @@ mod tests {
         assert_eq!(m.services["web"].role, Role::Api);
         assert_eq!(m.settings.backup_root, Path::new("/stack/bk"));
         assert_eq!(m.settings.keep_last, 3);
+        assert_eq!(m.settings.backup_helper_image.as_deref(), Some("local/bb"));
+        assert!(db.stop_during_backup);
+        assert!(!m.services["web"].stop_during_backup);
         assert_eq!(m.volumes, ["pgdata"]);
     }
 }

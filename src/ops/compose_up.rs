@@ -1224,6 +1224,7 @@ mod tests {
             gpu: false,
             profiles: vec![],
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
+            stop_during_backup: false,
         }
     }
 
@@ -1299,6 +1300,7 @@ mod tests {
                 keep_last: 1,
                 keep_daily: 0,
                 keep_weekly: 0,
+                backup_helper_image: None,
             },
         };
         for s in [

@@ -689,6 +689,7 @@ mod tests {
             gpu: false,
             profiles: vec![],
             depends_on: vec![],
+            stop_during_backup: false,
         }
     }
 

@@ -1,4 +1,7 @@
 //! Operations: one module per tool, plain async Rust. Input -> plan -> apply -> report.
+pub mod backup;
+pub mod backup_engines;
+pub mod backup_set;
 pub mod compose_down;
 pub mod compose_up;
 pub mod detect_hardware;
@@ -7,13 +10,17 @@ pub mod health;
 pub mod health_rules;
 pub mod health_types;
 pub mod kv_effect;
+pub mod list_backups;
 pub mod list_models;
 pub mod memory_model;
 pub mod model_catalogue;
 pub mod model_name;
+pub mod prune_backups;
 pub mod pull_model;
 pub mod recover;
 pub mod remove_model;
+pub mod restore;
 pub mod select_profile;
 pub mod stack_report;
 pub mod stack_status;
+pub mod verify_backup;

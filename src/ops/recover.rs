@@ -464,6 +464,7 @@ mod tests {
             gpu: false,
             profiles: vec![],
             depends_on: vec![],
+            stop_during_backup: false,
         }
     }
 

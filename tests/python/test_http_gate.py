@@ -51,16 +51,21 @@ async def test_bearer_token_required(http_server, stack):
     for era in ERAS:
         async with target.connect(era, token=TOKEN) as client:
             assert sorted(await tool_map(client)) == [
+                "backup",
                 "compose_down",
                 "compose_up",
                 "detect_hardware",
                 "health",
+                "list_backups",
                 "list_models",
+                "prune_backups",
                 "pull_model",
                 "recover",
                 "remove_model",
+                "restore",
                 "select_profile",
                 "stack_status",
+                "verify_backup",
             ]
             ok(await call(client, "detect_hardware", {}))
     # The SDK without the token does not get in.

@@ -10,16 +10,21 @@ pytestmark = pytest.mark.anyio
 
 HINTS = {
     # name: (title, readOnly, destructive, idempotent, openWorld)
+    "backup": ("Back up data services", False, False, False, False),
     "compose_down": ("Take the stack down", False, True, True, False),
     "compose_up": ("Bring the stack up", False, True, True, False),
     "detect_hardware": ("Detect hardware", True, False, True, False),
     "health": ("Stack health", True, False, True, False),
+    "list_backups": ("List backup sets", True, False, True, False),
     "list_models": ("List Ollama models", True, False, True, False),
+    "prune_backups": ("Prune old backup sets", False, True, True, False),
     "pull_model": ("Pull an Ollama model", False, False, True, True),
     "recover": ("Recover a service", False, True, False, False),
     "remove_model": ("Remove an Ollama model", False, True, True, False),
+    "restore": ("Restore a backup set", False, True, False, False),
     "select_profile": ("Select deployment profile", False, True, True, False),
     "stack_status": ("Stack status", True, False, True, False),
+    "verify_backup": ("Verify a backup set", True, False, True, False),
 }
 
 
