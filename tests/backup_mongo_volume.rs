@@ -299,3 +299,88 @@ fn container_name(stack: &DockerStack, service: &str) -> String {
         .trim_start_matches('/')
         .to_string()
 }
+
+/// compose_down with remove_volumes backs up first: refused while a dump
+/// service is stopped, stopped by a failing dump (nothing removed), and with
+/// a good dump the volumes go only after the backup set is committed.
+#[tokio::test]
+async fn compose_down_with_volumes_backs_up_first() {
+    let Some(host) = engine() else { return };
+    let stack = backup_stack(&host);
+    let (client, _) = connect(
+        stack.path(),
+        &host,
+        Person::Absent,
+        &["--allow-destructive"],
+    )
+    .await;
+    let volumes = stack.resources("volume");
+    assert_eq!(volumes.len(), 2, "{volumes:?}");
+    let args = json!({"remove_volumes": true, "stop_timeout_s": 1});
+
+    // A stopped mongo cannot be dumped: refused before anything happens.
+    let c = container(&stack, "mongo");
+    assert!(stack.docker(&["stop", "-t", "1", &c]).status.success());
+    let e = err(&call(&client, "compose_down", args.clone()).await);
+    assert_eq!(e["field"], "remove_volumes", "{e:#}");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`mongo` is not running")),
+        "{e:#}"
+    );
+    assert_eq!(stack.resources("volume"), volumes, "nothing removed");
+    assert_eq!(stack.resources("container").len(), 2);
+    assert!(stack.docker(&["start", &c]).status.success());
+
+    // A dump that fails: no backup, nothing removed.
+    standin_env(&stack, "STANDIN_DUMP_EXIT=3");
+    let dir = backup_dir(&stack);
+    let before = files(&dir);
+    let e = err(&call(&client, "compose_down", args.clone()).await);
+    let msg = e["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("the backup before removing volumes failed, nothing was removed")
+            && msg.contains("mongodump exited with code 3"),
+        "{e:#}"
+    );
+    assert_eq!(files(&dir), before, "no partial backup left");
+    assert_eq!(stack.resources("volume"), volumes, "nothing removed");
+    assert_eq!(stack.resources("container").len(), 2);
+    assert!(running(&stack, "mongo") && running(&stack, "files"));
+
+    // A good dump: backup set first, then the volumes go.
+    standin_env(&stack, "");
+    let out = ok(&call(&client, "compose_down", args).await);
+    assert_eq!(out["confirmed_by"], "allow_destructive");
+    assert_eq!(
+        out["backup"]["services"],
+        json!(["files", "mongo"]),
+        "{out:#}"
+    );
+    assert!(stack.resources("volume").is_empty(), "volumes removed");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out["backup"]["manifest_path"].as_str().expect("path")).expect("manifest"),
+    )
+    .expect("json");
+    let counts: Vec<&serde_json::Value> = manifest["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["counts"])
+        .collect();
+    assert!(
+        counts
+            .iter()
+            .any(|c| c["app.orders"] == 3400 && c["app.users"] == 1200),
+        "the mongo data as it was: {manifest:#}"
+    );
+    let v = ok(&call(
+        &client,
+        "verify_backup",
+        json!({"backup_id": out["backup"]["backup_id"]}),
+    )
+    .await);
+    assert_eq!(v["ok"], true, "{v:#}");
+    client.cancel().await.expect("close");
+}

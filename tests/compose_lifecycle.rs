@@ -411,6 +411,16 @@ async fn compose_down_with_volumes_is_confirmed_and_removes_exactly_the_project(
     assert_eq!(containers.len(), 2);
     let volumes = stack.resources("volume");
     assert_eq!(volumes, [format!("{}_cache_data", stack.project)]);
+    // Data in the volume that is about to go: the backup taken first must hold it.
+    let wrote = stack.compose(&[
+        "exec",
+        "-T",
+        "cache",
+        "sh",
+        "-c",
+        "echo precious > /data/a.txt && mkdir -p /data/d && echo more > /data/d/b.txt",
+    ]);
+    assert!(wrote.status.success(), "{wrote:?}");
 
     let args = json!({"remove_volumes": true, "stop_timeout_s": 1});
     let dry = structured(
@@ -439,10 +449,36 @@ async fn compose_down_with_volumes_is_confirmed_and_removes_exactly_the_project(
             true
         );
     }
+    let backup_step = step(&first, "service cache");
+    assert_eq!(backup_step["action"], "backup");
+    assert_eq!(backup_step["destructive"], false);
     assert_eq!(
         first["plan"]["steps"].as_array().expect("steps").len(),
+        5,
+        "2 containers, 1 network, 1 volume, the backup of cache first: {first:#}"
+    );
+    let skipped = structured(
+        &call(
+            &client,
+            "compose_down",
+            json!({"remove_volumes": true, "skip_backup": true, "dry_run": true}),
+        )
+        .await,
+    );
+    assert_eq!(
+        skipped["plan"]["steps"].as_array().expect("steps").len(),
         4,
-        "2 containers, 1 network, 1 volume: {first:#}"
+        "skip_backup plans no backup: {skipped:#}"
+    );
+    assert!(
+        skipped["plan"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("no backup is taken")),
+        "{skipped:#}"
+    );
+    assert!(
+        !stack.path().join("backups").exists(),
+        "nothing backed up before the confirmation"
     );
     assert_eq!(
         stack.resources("container"),
@@ -461,6 +497,21 @@ async fn compose_down_with_volumes_is_confirmed_and_removes_exactly_the_project(
         out["remaining"],
         json!({"containers": [], "networks": [], "volumes": []})
     );
+    // The backup set was committed before the volume went, and it verifies.
+    assert_eq!(out["backup"]["services"], json!(["cache"]), "{out:#}");
+    let backup_id = out["backup"]["backup_id"].as_str().expect("backup id");
+    assert!(backup_id.ends_with("-pre-down"), "{backup_id}");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(out["backup"]["manifest_path"].as_str().expect("path")).expect("manifest"),
+    )
+    .expect("manifest json");
+    let entry = &manifest["entries"][0];
+    assert_eq!(entry["service"], "cache");
+    assert_eq!(entry["method"], "volume");
+    assert_eq!(entry["counts"]["files"], 2, "{manifest:#}");
+    let verified = call(&client, "verify_backup", json!({"backup_id": backup_id})).await;
+    assert!(!is_error(&verified), "{verified:?}");
+    assert_eq!(structured(&verified)["ok"], true, "{verified:?}");
     for kind in ["container", "network", "volume"] {
         assert!(
             stack.resources(kind).is_empty(),
@@ -834,5 +885,49 @@ async fn cancelling_compose_up_stops_the_cli_and_reports() {
     // What was done is there to see: the containers compose created.
     let st = structured(&call(&client, "stack_status", json!({})).await);
     assert_eq!(st["counts"]["containers"], 2, "{st:#}");
+    client.cancel().await.expect("close");
+}
+
+/// The container labelled io.stackpilot.self (stackpilot's own, in the bundled
+/// stack's ops profile) is never taken down by stackpilot.
+#[tokio::test]
+async fn compose_down_keeps_stackpilots_own_container() {
+    let Some(host) = engine() else { return };
+    let stack = DockerStack::new("web", &host);
+    stack.edit_compose(
+        "      io.stackpilot.role: volume\n",
+        "      io.stackpilot.role: volume\n      io.stackpilot.self: \"true\"\n",
+    );
+    let client = stack
+        .client(
+            &["--allow-destructive"],
+            TestClient::new(Person::Absent, ERA),
+        )
+        .await;
+    let r = call(&client, "compose_up", json!({"wait_timeout_s": 60})).await;
+    assert!(!is_error(&r), "{r:?}");
+    let named = call(
+        &client,
+        "compose_down",
+        json!({"services": ["cache"], "stop_timeout_s": 1}),
+    )
+    .await;
+    assert!(is_error(&named), "{named:?}");
+    let e = structured(&named);
+    assert_eq!(e["error"]["field"], "services", "{e:#}");
+    assert_eq!(stack.resources("container").len(), 2, "nothing removed");
+
+    let out = structured(&call(&client, "compose_down", json!({"stop_timeout_s": 1})).await);
+    assert_eq!(out["applied"], true, "{out:#}");
+    assert!(
+        out["plan"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("keeping stackpilot's own service cache")),
+        "{out:#}"
+    );
+    let left = stack.resources("container");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].contains("cache"), "{left:?}");
+    assert_eq!(out["remaining"]["containers"], json!(left));
     client.cancel().await.expect("close");
 }

@@ -66,6 +66,8 @@ pub const LABEL_CONTAINER_NUMBER: &str = "com.docker.compose.container-number";
 /// On volumes: the volume's key in the compose file.
 pub const LABEL_VOLUME: &str = "com.docker.compose.volume";
 pub const LABEL_ROLE: &str = "io.stackpilot.role";
+/// Marks stackpilot's own container: compose_down never takes it down.
+pub const LABEL_SELF: &str = "io.stackpilot.self";
 
 /// An engine call failed: say which engine and what to do.
 pub fn engine_error(what: &str, e: &bollard::errors::Error) -> ToolError {

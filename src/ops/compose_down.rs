@@ -9,22 +9,28 @@
 //! 2. Plan exactly what `docker compose down` removes: every container of the
 //!    project (or of `services`), the networks and volumes no remaining
 //!    container uses. Volumes compose would not remove are listed as kept.
-//! 3. Guard, then `docker compose --profile '*' down`, with progress.
-//! 4. Report what was removed and what of the project is left.
+//!    With remove_volumes, the data services whose volumes go are backed up
+//!    first (one backup set, label `pre-down`) unless skip_backup.
+//! 3. Guard; then the backup (a failed backup stops here, nothing removed);
+//!    then `docker compose --profile '*' down`, with progress.
+//! 4. Report what was removed, the backup taken, and what of the project is left.
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bollard::models::ContainerSummary;
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::adapters::compose::{Compose, StreamEnd, StreamEvent, ALL_PROFILES};
-use crate::adapters::docker::{self, LABEL_ROLE, LABEL_SERVICE, LABEL_VOLUME};
+use crate::adapters::compose::{Compose, StackModel, StreamEnd, StreamEvent, ALL_PROFILES};
+use crate::adapters::docker::{self, LABEL_ROLE, LABEL_SELF, LABEL_SERVICE, LABEL_VOLUME};
 use crate::call::{Call, Gate, Reply};
 use crate::error::{ErrorKind, ToolError};
 use crate::guard::{ConfirmedBy, Guarded};
+use crate::ops::backup;
+use crate::ops::backup_engines as engines;
+use crate::ops::backup_set::{Label, Method};
 use crate::ops::stack_status::check_service_names;
 use crate::plan::{Plan, PlanStep, StepCost};
 use crate::registry::{self, Hints, ToolDef};
@@ -43,6 +49,10 @@ pub struct Input {
     /// removed containers: their data is lost.
     #[serde(default)]
     pub remove_volumes: bool,
+    /// With remove_volumes: do not back up the data services whose volumes go (their data is
+    /// then lost for good). Default false: a backup set labelled `pre-down` is taken first.
+    #[serde(default)]
+    pub skip_backup: bool,
     /// Seconds each container gets to stop before it is killed, 0 to 600. Default 10.
     #[serde(default)]
     pub stop_timeout_s: Option<u64>,
@@ -67,9 +77,19 @@ pub struct Output {
     /// Project volumes that stay (remove_volumes not asked, still in use, or not declared in
     /// the compose file any more).
     pub kept_volumes: Vec<String>,
+    /// The backup set taken before the volumes were removed (restore takes its id).
+    pub backup: Option<TakenBackup>,
     /// What of the project exists after the call: containers, networks, volumes.
     pub remaining: Remaining,
     pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct TakenBackup {
+    pub backup_id: String,
+    pub manifest_path: String,
+    pub services: Vec<String>,
+    pub total_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -84,8 +104,10 @@ pub static TOOL: ToolDef = ToolDef {
     title: "Take the stack down",
     description: "Stop and remove the stack's containers and networks through the Docker Compose \
         v2 CLI (all of the project's, or those of `services`); with remove_volumes also its \
-        volumes, losing their data. Plans exactly what goes (found by the project's compose \
-        labels) and always asks for confirmation. Nothing outside the project is touched.",
+        volumes, losing their data, after backing up the data services whose volumes go (one \
+        backup set labelled pre-down, unless skip_backup; a failed backup removes nothing). Plans \
+        exactly what goes (found by the project's compose labels) and always asks for \
+        confirmation. Nothing outside the project is touched.",
     hints: Hints {
         read_only: false,
         destructive: true,
@@ -136,7 +158,15 @@ fn attached_networks(c: &ContainerSummary) -> Vec<String> {
 struct Planned {
     plan: Plan,
     kept_volumes: Vec<String>,
+    model: StackModel,
+    /// Data services to back up before `down -v`.
+    backup_first: Vec<String>,
+    /// The services to take down; None: the whole project.
+    effective: Option<BTreeSet<String>>,
 }
+
+/// The label of the backup set taken before volumes are removed.
+pub const BACKUP_LABEL: &str = "pre-down";
 
 async fn plan(
     call: &Call,
@@ -168,8 +198,37 @@ async fn plan(
             model.service(s)?;
         }
     }
+    // stackpilot's own container (io.stackpilot.self) is never taken down by
+    // itself: a whole-project down becomes a down of every other service.
+    let is_self = |c: &ContainerSummary| label(c, LABEL_SELF) == Some("true");
+    let self_services: BTreeSet<String> = containers
+        .iter()
+        .filter(|c| is_self(c))
+        .filter_map(|c| label(c, LABEL_SERVICE).map(str::to_string))
+        .collect();
+    if let Some(named) = services.and_then(|set| set.intersection(&self_services).next()) {
+        return Err(ToolError::invalid(
+            "services",
+            format!("`{named}` runs stackpilot itself (label {LABEL_SELF}); it does not take itself down"),
+        )
+        .next_step("stop it from outside: `docker compose --profile ops down` in the stack directory"));
+    }
+    let effective: Option<BTreeSet<String>> = match services {
+        Some(set) => Some(set.clone()),
+        None if self_services.is_empty() => None,
+        None => Some(
+            containers
+                .iter()
+                .filter(|c| !is_self(c))
+                .filter_map(|c| label(c, LABEL_SERVICE).map(str::to_string))
+                .filter(|s| !self_services.contains(s))
+                // Orphans cannot be named to `down`: they stay in this case.
+                .filter(|s| model.services.contains_key(s))
+                .collect(),
+        ),
+    };
     let (going, staying): (Vec<&ContainerSummary>, Vec<&ContainerSummary>) =
-        containers.iter().partition(|c| match services {
+        containers.iter().partition(|c| match &effective {
             None => true,
             Some(set) => label(c, LABEL_SERVICE).is_some_and(|s| set.contains(s)),
         });
@@ -219,6 +278,7 @@ async fn plan(
     let still_used_volumes: BTreeSet<String> =
         staying.iter().flat_map(|c| mounted_volumes(c)).collect();
     let mut kept_volumes = Vec::new();
+    let mut removed_keys: BTreeSet<&str> = BTreeSet::new();
     let declared: BTreeSet<&str> = model.volumes.iter().map(String::as_str).collect();
     let project_volume_names: BTreeSet<&str> = volumes.iter().map(|v| v.name.as_str()).collect();
     for v in &volumes {
@@ -229,6 +289,7 @@ async fn plan(
             kept_volumes.push(v.name.clone());
             continue;
         }
+        removed_keys.insert(key);
         steps.push(PlanStep {
             action: "remove".into(),
             target: format!("volume {}", v.name),
@@ -269,25 +330,85 @@ async fn plan(
             });
         }
     }
+    // Back up first what the removed volumes hold.
+    let mut backup_first = Vec::new();
+    if !removed_keys.is_empty() && !input.skip_backup {
+        for (svc, method) in engines::data_services(&model)? {
+            let goes: Vec<&str> = svc
+                .named_volumes
+                .iter()
+                .map(String::as_str)
+                .filter(|v| removed_keys.contains(v))
+                .collect();
+            if goes.is_empty() {
+                continue;
+            }
+            if matches!(method, Method::PgDump | Method::Mongodump) {
+                let running = going.iter().any(|c| {
+                    label(c, LABEL_SERVICE) == Some(svc.name.as_str())
+                        && c.state == Some(ContainerSummaryStateEnum::RUNNING)
+                });
+                if !running {
+                    return Err(ToolError::invalid(
+                        "remove_volumes",
+                        format!(
+                            "service `{}` is not running, so its data cannot be dumped ({}) before its volume(s) {} are removed",
+                            svc.name,
+                            method.as_str(),
+                            goes.join(", ")
+                        ),
+                    )
+                    .next_step("start it (compose_up) and call again, or pass skip_backup: true to lose its data without a backup"));
+                }
+            }
+            steps.push(PlanStep {
+                action: "backup".into(),
+                target: format!("service {}", svc.name),
+                detail: format!(
+                    "back up `{}` ({}) into a backup set labelled {BACKUP_LABEL} before its volume(s) {} are removed",
+                    svc.name,
+                    method.as_str(),
+                    goes.join(", ")
+                ),
+                before: None,
+                after: None,
+                destructive: false,
+                cost: StepCost::default(),
+            });
+            backup_first.push(svc.name.clone());
+        }
+    }
     let count = |kind: &str| steps.iter().filter(|s| s.target.starts_with(kind)).count();
     let summary = format!(
-        "compose_down on project {project}{}: remove {} container(s), {} network(s), {} volume(s){}",
+        "compose_down on project {project}{}{}: remove {} container(s), {} network(s), {} volume(s){}",
+        if self_services.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (keeping stackpilot's own service {})",
+                self_services.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        },
         services
             .map(|s| format!(" (services {})", s.iter().cloned().collect::<Vec<_>>().join(", ")))
             .unwrap_or_default(),
         count("container "),
         count("network "),
         count("volume "),
-        if count("volume ") > 0 {
-            ": volume data is lost"
-        } else {
-            ""
+        match (count("volume ") > 0, backup_first.is_empty()) {
+            (false, _) => String::new(),
+            (true, true) => ": volume data is lost (no backup is taken)".into(),
+            (true, false) =>
+                format!(": volume data is lost, after a backup of {}", backup_first.join(", ")),
         }
     );
     kept_volumes.sort();
     Ok(Planned {
         plan: Plan::new("compose_down", &call.app.stack.id, summary, steps),
         kept_volumes,
+        model,
+        backup_first,
+        effective,
     })
 }
 
@@ -347,6 +468,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         dry_run: input.dry_run,
         confirmed_by: None,
         kept_volumes: planned.kept_volumes.clone(),
+        backup: None,
         remaining: Remaining::default(),
         duration_s: 0.0,
     };
@@ -367,12 +489,31 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         Gate::Halt(reply) => return Ok(reply),
     };
     out.confirmed_by = Some(confirmed_by);
+    if !planned.backup_first.is_empty() {
+        let label = Label::parse(BACKUP_LABEL)?;
+        let set =
+            backup::backup_services(&call, &planned.model, &planned.backup_first, Some(&label))
+                .await
+                .map_err(|mut e| {
+                    e.message = format!(
+                        "the backup before removing volumes failed, nothing was removed: {}",
+                        e.message
+                    );
+                    e
+                })?;
+        out.backup = Some(TakenBackup {
+            backup_id: set.id.to_string(),
+            manifest_path: set.manifest_path.display().to_string(),
+            services: planned.backup_first.clone(),
+            total_bytes: set.manifest.entries.iter().map(|f| f.bytes).sum(),
+        });
+    }
     out.applied = true;
     let mut args: Vec<String> = vec!["down".into(), "--timeout".into(), stop.to_string()];
     if input.remove_volumes {
         args.push("--volumes".into());
     }
-    match &services {
+    match &planned.effective {
         None => args.push("--remove-orphans".into()),
         Some(set) => args.extend(set.iter().cloned()),
     }
