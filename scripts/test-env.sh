@@ -56,6 +56,7 @@ BUSYBOX_IMAGE=stackpilot-test/busybox:1
 PG_BASE_IMAGE=stackpilot-test/pg15-base:1
 POSTGRES_IMAGE=stackpilot-test/postgres:15
 MONGO_STANDIN_IMAGE=stackpilot-test/mongo-standin:1
+OLLAMA_STANDIN_IMAGE=stackpilot-test/ollama-standin:1
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 IMAGES_SRC="${REPO_ROOT}/tests/images"
@@ -281,6 +282,45 @@ build_busybox() {
     IMAGES_DONE+=("${BUSYBOX_IMAGE}=built")
 }
 
+# The Ollama stand-in (tests/images/ollama-standin): the stand-in's source built as one static
+# binary (musl when that target is installed, else glibc with crt-static) into a FROM scratch
+# image. Rebuilt when the image directory or tests/ollama_standin/ change.
+build_ollama_standin() {
+    local want have
+    want=$( { src_hash ollama-standin; (cd "${REPO_ROOT}/tests/ollama_standin" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum); } | sha256sum | cut -c1-16)
+    have=$(docker image inspect -f '{{index .Config.Labels "io.stackpilot.test.src"}}' "${OLLAMA_STANDIN_IMAGE}" 2>/dev/null || true)
+    if [[ "${have}" == "${want}" ]]; then IMAGES_DONE+=("${OLLAMA_STANDIN_IMAGE}=cached"); return; fi
+    command -v cargo >/dev/null || unavailable "cargo is needed to build ${OLLAMA_STANDIN_IMAGE}"
+    local target triple rustflags=""
+    if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+        triple=x86_64-unknown-linux-musl
+    else
+        triple=$(rustc -vV | sed -n 's/^host: //p'); rustflags="-C target-feature=+crt-static"
+    fi
+    target="${CARGO_TARGET_DIR:-${REPO_ROOT}/target}/ollama-standin-image"
+    local errlog="${WORK_DIR}/build-ollama-standin.log"
+    if ! (cd "${IMAGES_SRC}/ollama-standin" && RUSTFLAGS="${rustflags}" cargo build --release --locked \
+            --target "${triple}" --target-dir "${target}") >"${errlog}" 2>&1; then
+        tail -n 30 "${errlog}" >&2
+        unavailable "cargo build of the Ollama stand-in (${triple}) failed"
+    fi
+    local bin="${target}/${triple}/release/ollama-standin"
+    local out; out=$(LC_ALL=C ldd "${bin}" 2>&1 || true)
+    [[ "${out}" == *"not a dynamic executable"* || "${out}" == *"statically linked"* ]] \
+        || unavailable "the Ollama stand-in built for ${triple} is not static: ${out}"
+    local ctx="${WORK_DIR}/ctx-ollama-standin"
+    rm -rf "${ctx}"; mkdir -p "${ctx}"
+    cp "${IMAGES_SRC}/ollama-standin/Dockerfile" "${ctx}/"
+    cp "${bin}" "${ctx}/ollama-standin"
+    if ! DOCKER_BUILDKIT=0 docker build -q --label "io.stackpilot.test.src=${want}" -t "${OLLAMA_STANDIN_IMAGE}" "${ctx}" >"${errlog}" 2>&1; then
+        grep -v -e DEPRECATED -e 'legacy builder' -e BuildKit -e 'environment-variable' "${errlog}" | tail -n 30 >&2
+        unavailable "docker build ${OLLAMA_STANDIN_IMAGE} failed"
+    fi
+    docker image prune -f --filter "label=io.stackpilot.test.src" >/dev/null 2>&1 || true
+    rm -rf "${ctx}"
+    IMAGES_DONE+=("${OLLAMA_STANDIN_IMAGE}=built (${triple})")
+}
+
 file_is_static_busybox() {
     [[ -x "$1" ]] || return 1
     # busybox-static's binary is not dynamic; the `busybox` package's one is.
@@ -347,6 +387,7 @@ write_env() {
         echo "export STACKPILOT_TEST_BUSYBOX_IMAGE=${BUSYBOX_IMAGE}"
         echo "export STACKPILOT_TEST_POSTGRES_IMAGE=${POSTGRES_IMAGE}"
         echo "export STACKPILOT_TEST_MONGO_STANDIN_IMAGE=${MONGO_STANDIN_IMAGE}"
+        echo "export STACKPILOT_TEST_OLLAMA_STANDIN_IMAGE=${OLLAMA_STANDIN_IMAGE}"
     } >"${tmp}"
     mv "${tmp}" "${ENV_FILE}"
 }
@@ -365,6 +406,7 @@ cmd_start() {
     step "image busybox" build_busybox
     step "image postgres" build_postgres
     step "image mongo-standin" build_mongo_standin
+    step "image ollama-standin" build_ollama_standin
     write_env
 
     local total

@@ -99,6 +99,7 @@ pub fn all() -> &'static [&'static ToolDef] {
             &crate::ops::remove_model::TOOL,
             &crate::ops::restore::TOOL,
             &crate::ops::select_profile::TOOL,
+            &crate::ops::set_kv_cache::TOOL,
             &crate::ops::stack_status::TOOL,
             &crate::ops::verify_backup::TOOL,
         ];

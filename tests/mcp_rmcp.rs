@@ -42,6 +42,7 @@ async fn exercise(client: &Client) {
             "remove_model",
             "restore",
             "select_profile",
+            "set_kv_cache",
             "stack_status",
             "verify_backup"
         ]

@@ -6,12 +6,12 @@
 //! cannot be had, and fail under CI=true.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{is_error, lifecycle, structured, Person, TestClient, TestStack};
+use common::{gguf, is_error, lifecycle, structured, Person, TestClient, TestStack};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientConfig, ElicitRequestParams, ElicitResult,
     ProgressNotificationParam, ProtocolVersion,
@@ -105,31 +105,6 @@ impl Standin {
             .iter()
             .map(|m| m["name"].as_str().expect("name").to_string())
             .collect()
-    }
-}
-
-/// The real GGUF, fetched once by scripts/fetch-test-model.sh.
-fn gguf() -> Option<PathBuf> {
-    let script = common::root().join("scripts/fetch-test-model.sh");
-    let out = std::process::Command::new("bash").arg(&script).output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-            Some(p).filter(|p| p.is_file())
-        }
-        other => {
-            let why = match other {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-                Err(e) => e.to_string(),
-            };
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("CI=true: the test GGUF could not be fetched: {why}");
-            }
-            eprintln!(
-                "SKIP: the test GGUF could not be fetched ({why}); tests reading it are skipped"
-            );
-            None
-        }
     }
 }
 

@@ -385,6 +385,33 @@ impl Compose {
         Ok(model_from_config(&yaml, &yaml, &self.dir, profiles))
     }
 
+    /// A service's environment as compose resolves it (interpolated from the
+    /// env file), from `config --format json`; unset values are left out.
+    pub async fn service_environment(
+        &self,
+        service: &str,
+    ) -> Result<BTreeMap<String, String>, ToolError> {
+        let out = self
+            .run(
+                &[ALL_PROFILES.to_string()],
+                &["config", "--format", "json"],
+                Duration::from_secs(30),
+            )
+            .await?;
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).map_err(|e| {
+            ToolError::external(format!("docker compose config printed invalid JSON: {e}"))
+        })?;
+        let env = &v["services"][service]["environment"];
+        Ok(env
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// `config --hash '*'`: the hash compose puts on each container as
     /// `com.docker.compose.config-hash`; a difference means `up` recreates it.
     pub async fn config_hashes(

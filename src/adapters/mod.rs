@@ -7,6 +7,7 @@ pub mod docker_exec;
 pub mod docker_inspect;
 pub mod env_file;
 pub mod hardware;
+pub mod host_service;
 pub mod net_probe;
 pub mod ollama;
 pub mod runtime_probe;

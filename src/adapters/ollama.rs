@@ -10,9 +10,8 @@
 //! line with a bounded buffer.
 //!
 //! Where Ollama is: OLLAMA_HOST when set (a host Ollama, as on apple-metal),
-//! else the stack's ollama service on its published port
-//! (`compose_published_url`, wired once the compose adapter exists), else
-//! Ollama's default `127.0.0.1:11434`.
+//! else the stack's ollama container on its published port
+//! (`compose_published_url`), else Ollama's default `127.0.0.1:11434`.
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -20,9 +19,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use bollard::models::ContainerSummaryStateEnum;
+
+use crate::adapters::compose::Role;
+use crate::adapters::docker;
 use crate::adapters::runtime_probe::{self, DEFAULT_OLLAMA_URL};
+use crate::app::App;
 use crate::error::ToolError;
-use crate::stack::Stack;
 
 /// Connecting, and any one non-streaming request, give up after this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,15 +54,57 @@ pub struct Endpoint {
     pub source: EndpointSource,
 }
 
-/// The stack's ollama service as reachable from this host: its published
-/// port. Returns None until the compose adapter can read published ports;
-/// then `resolve` prefers it over the default address.
-pub fn compose_published_url(_stack: &Stack) -> Option<String> {
-    None
+/// Ollama's port inside its container.
+pub const OLLAMA_CONTAINER_PORT: u16 = 11434;
+
+/// The stack's Ollama container as reachable from this host: a running
+/// container of the project whose role is ollama (label `io.stackpilot.role`,
+/// else guessed from its image as the compose model does), and the host port
+/// published for its port 11434. None when the engine cannot be reached or
+/// the project has no such container.
+pub async fn compose_published_url(app: &App) -> Option<String> {
+    let engine = app.docker().await.ok()?;
+    let containers = docker::list_containers(engine, Some(&app.stack.project))
+        .await
+        .ok()?;
+    containers
+        .iter()
+        .filter(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
+        .filter(|c| {
+            let labels = c.labels.as_ref();
+            match labels.and_then(|l| l.get(docker::LABEL_ROLE)) {
+                Some(role) => Role::parse(role) == Some(Role::Ollama),
+                None => Role::from_image(c.image.as_deref().unwrap_or("")) == Role::Ollama,
+            }
+        })
+        .find_map(|c| published_url(c.ports.as_deref().unwrap_or_default()))
+}
+
+/// `http://<host>:<port>` for a port list's binding of 11434/tcp; a wildcard
+/// binding is reached on the loopback address.
+pub fn published_url(ports: &[bollard::models::PortSummary]) -> Option<String> {
+    let mut bound: Vec<(String, u16)> = ports
+        .iter()
+        .filter(|p| p.private_port == OLLAMA_CONTAINER_PORT)
+        .filter_map(|p| {
+            let host = match p.ip.as_deref().unwrap_or("") {
+                "" | "0.0.0.0" | "::" => "127.0.0.1".to_string(),
+                ip if ip.contains(':') => format!("[{ip}]"),
+                ip => ip.to_string(),
+            };
+            Some((host, p.public_port?))
+        })
+        .collect();
+    // IPv4 first (an engine lists 0.0.0.0 and :: for one -p), then by port.
+    bound.sort_by_key(|(h, p)| (h.starts_with('['), *p));
+    bound
+        .into_iter()
+        .next()
+        .map(|(h, p)| format!("http://{h}:{p}"))
 }
 
 /// Resolves the endpoint: OLLAMA_HOST, else the stack's service, else the default.
-pub fn resolve(stack: &Stack) -> Endpoint {
+pub async fn resolve(app: &App) -> Endpoint {
     let env_set = std::env::var("OLLAMA_HOST")
         .map(|v| !v.trim().is_empty())
         .unwrap_or(false);
@@ -69,7 +114,7 @@ pub fn resolve(stack: &Stack) -> Endpoint {
             source: EndpointSource::OllamaHost,
         };
     }
-    if let Some(url) = compose_published_url(stack) {
+    if let Ok(Some(url)) = tokio::time::timeout(CONNECT_TIMEOUT, compose_published_url(app)).await {
         return Endpoint {
             url,
             source: EndpointSource::Compose,
@@ -199,6 +244,13 @@ struct ModelRequest<'a> {
 struct PullRequest<'a> {
     model: &'a str,
     insecure: bool,
+    stream: bool,
+}
+
+#[derive(Serialize)]
+struct LoadRequest<'a> {
+    model: &'a str,
+    keep_alive: &'a str,
     stream: bool,
 }
 
@@ -420,6 +472,38 @@ impl Ollama {
         let body = resp.text().await.unwrap_or_default();
         if status.is_success() {
             Ok(())
+        } else {
+            Err(status_error(&self.url, what, status, &body))
+        }
+    }
+
+    /// Loads a model into memory and keeps it for `keep_alive`: `/api/generate`
+    /// with no prompt, Ollama's documented way to preload. Returns how long the
+    /// load took. Loading a large model can take minutes: bounded by `timeout`.
+    pub async fn load(
+        &self,
+        model: &str,
+        keep_alive: &str,
+        timeout: Duration,
+    ) -> Result<Duration, ToolError> {
+        let what = "POST /api/generate (load)";
+        let started = std::time::Instant::now();
+        let resp = self
+            .http
+            .post(self.endpoint("/api/generate"))
+            .json(&LoadRequest {
+                model,
+                keep_alive,
+                stream: false,
+            })
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.url, what, &e))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if status.is_success() {
+            Ok(started.elapsed())
         } else {
             Err(status_error(&self.url, what, status, &body))
         }

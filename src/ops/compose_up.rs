@@ -912,6 +912,17 @@ fn check_disk(obs: &Observed, needed: bool) -> Result<Check, ToolError> {
     }
 }
 
+/// Observed, planned and reported, before the guard.
+struct Prepared {
+    obs: Observed,
+    planned: Planned,
+    out: Output,
+    /// Container name -> (service, id) before the call.
+    before: BTreeMap<String, (String, String)>,
+    /// Services in scope that are not running and ready.
+    not_ready: BTreeSet<String>,
+}
+
 async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     let started = Instant::now();
     let input: Input = registry::parse_args(args)?;
@@ -920,12 +931,99 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         // Plan under the lock: the state a person confirms is the state applied.
         call.lock_stack().await?;
     }
-    let obs = observe(&call, input.profile.as_deref(), requested.as_ref()).await?;
+    let Prepared {
+        obs,
+        planned,
+        mut out,
+        before,
+        not_ready,
+    } = prepare(&call, &input, requested.as_ref(), started).await?;
+    if input.dry_run {
+        call.set_outcome("dry_run");
+        return finish(out, started);
+    }
+    if out.changes == 0 && not_ready.is_empty() {
+        call.set_outcome("no_changes");
+        return finish(out, started);
+    }
+    let confirmed_by = match call
+        .guard(&planned.plan, input.confirm_token.as_deref())
+        .await?
+    {
+        Gate::Proceed(by) => by,
+        Gate::Halt(reply) => return Ok(reply),
+    };
+    out.confirmed_by = Some(confirmed_by);
+    let out = apply(
+        &call, &input, wait, obs, planned, out, before, not_ready, started,
+    )
+    .await?;
+    finish(out, started)
+}
+
+/// compose_up for a caller that has passed its own plan through the guard
+/// (set_kv_cache, after writing the stack's .env): the same observe, plan
+/// and apply, scoped to `services`, refused when the plan would change any
+/// service other than `only`. Holds the stack lock the caller took.
+pub(crate) async fn up_after_guard(
+    call: &Call,
+    profile: Option<String>,
+    services: Vec<String>,
+    only: &str,
+    wait_timeout_s: u64,
+    confirmed_by: ConfirmedBy,
+) -> Result<Output, ToolError> {
+    let started = Instant::now();
+    let input = Input {
+        profile,
+        services: Some(services),
+        wait_timeout_s: Some(wait_timeout_s),
+        pull: Some(false),
+        remove_orphans: false,
+        dry_run: false,
+        confirm_token: None,
+    };
+    let (wait, requested) = check_input(&input)?;
+    call.lock_stack().await?;
+    let Prepared {
+        obs,
+        planned,
+        mut out,
+        before,
+        not_ready,
+    } = prepare(call, &input, requested.as_ref(), started).await?;
+    let others: Vec<String> = planned
+        .actions
+        .iter()
+        .filter(|(s, a)| s.as_str() != only && **a != Action::Unchanged)
+        .map(|(s, a)| format!("{s} ({a:?})"))
+        .collect();
+    if !others.is_empty() {
+        return Err(ToolError::external(format!(
+            "compose_up would also change {} besides `{only}`; nothing was recreated",
+            others.join(", ")
+        ))
+        .next_step("call compose_up (dry_run) to see the whole plan, bring the stack in line, then call again"));
+    }
+    out.confirmed_by = Some(confirmed_by);
+    apply(
+        call, &input, wait, obs, planned, out, before, not_ready, started,
+    )
+    .await
+}
+
+async fn prepare(
+    call: &Call,
+    input: &Input,
+    requested: Option<&BTreeSet<String>>,
+    started: Instant,
+) -> Result<Prepared, ToolError> {
+    let obs = observe(call, input.profile.as_deref(), requested).await?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "compose_up: observed"
     );
-    let planned = plan(&call, &obs, &input).await?;
+    let planned = plan(call, &obs, input).await?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "compose_up: planned"
@@ -962,25 +1060,36 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         ));
     }
     let (reports, _) = stack_report::collect(engine, &obs.project, Some(&obs.scope)).await?;
-    let not_ready: Vec<&ServiceReport> = reports.iter().filter(|r| !r.ready()).collect();
-    if input.dry_run {
-        call.set_outcome("dry_run");
-        out.services = reports;
-        return finish(out, started);
-    }
-    if out.changes == 0 && not_ready.is_empty() {
-        call.set_outcome("no_changes");
-        out.services = reports;
-        return finish(out, started);
-    }
-    let confirmed_by = match call
-        .guard(&planned.plan, input.confirm_token.as_deref())
-        .await?
-    {
-        Gate::Proceed(by) => by,
-        Gate::Halt(reply) => return Ok(reply),
-    };
-    out.confirmed_by = Some(confirmed_by);
+    let not_ready: BTreeSet<String> = reports
+        .iter()
+        .filter(|r| !r.ready())
+        .map(|r| r.service.clone())
+        .collect();
+    out.services = reports;
+    Ok(Prepared {
+        obs,
+        planned,
+        out,
+        before,
+        not_ready,
+    })
+}
+
+/// Runs the planned compose phases and reports; an error names the failed
+/// services with their evidence.
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    call: &Call,
+    input: &Input,
+    wait: u64,
+    obs: Observed,
+    planned: Planned,
+    mut out: Output,
+    before: BTreeMap<String, (String, String)>,
+    not_ready: BTreeSet<String>,
+    started: Instant,
+) -> Result<Output, ToolError> {
+    let engine = call.app.docker().await?;
     out.applied = true;
 
     let recreate: Vec<String> = planned
@@ -989,7 +1098,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         .filter(|(_, a)| **a == Action::Recreate)
         .map(|(s, _)| s.clone())
         .collect();
-    let waiting: BTreeSet<&str> = not_ready.iter().map(|r| r.service.as_str()).collect();
+    let waiting: BTreeSet<&str> = not_ready.iter().map(String::as_str).collect();
     let mut first: Vec<String> = planned
         .actions
         .iter()
@@ -1101,7 +1210,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     );
     let failed: Vec<&ServiceReport> = out.services.iter().filter(|r| !r.ready()).collect();
     match result {
-        None if failed.is_empty() => finish(out, started),
+        None if failed.is_empty() => Ok(out),
         Some((StreamEnd::Cancelled, _)) => {
             call.set_outcome("cancelled");
             let mut e = ToolError::new(

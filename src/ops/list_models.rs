@@ -194,7 +194,7 @@ pub async fn list(ollama: &Ollama) -> Result<Vec<ModelEntry>, ToolError> {
 
 async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     let _input: Input = registry::parse_args(args)?;
-    let endpoint = ollama::resolve(&call.app.stack);
+    let endpoint = ollama::resolve(&call.app).await;
     let ollama = Ollama::connect(&endpoint).await?;
     let models = list(&ollama).await?;
     let out = Output {

@@ -196,7 +196,7 @@ impl Profile {
         }
     }
 
-    fn backend(self) -> Backend {
+    pub fn backend(self) -> Backend {
         match self {
             Profile::Standard | Profile::Analysis => Backend::Nvidia,
             Profile::AppleMetal => Backend::Metal,
@@ -207,7 +207,7 @@ impl Profile {
 
 /// Where the model's memory comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub enum Backend {
     Nvidia,
     Metal,
     Cpu,
@@ -573,7 +573,7 @@ fn compute_major(cc: &str) -> Option<u32> {
 
 /// Whether flash attention (needed for a quantized KV cache) is available on
 /// the backend, with the reason when it is worth saying.
-fn flash_attention(backend: Backend, hw: &HardwareFacts) -> (bool, Option<String>) {
+pub fn flash_attention(backend: Backend, hw: &HardwareFacts) -> (bool, Option<String>) {
     match backend {
         Backend::Metal | Backend::Cpu => (true, None),
         Backend::Nvidia => match hw.nvidia_compute_capability.as_deref() {

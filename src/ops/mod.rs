@@ -21,6 +21,7 @@ pub mod recover;
 pub mod remove_model;
 pub mod restore;
 pub mod select_profile;
+pub mod set_kv_cache;
 pub mod stack_report;
 pub mod stack_status;
 pub mod verify_backup;

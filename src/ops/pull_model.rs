@@ -306,7 +306,7 @@ fn plan_for(
 async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     let input: Input = registry::parse_args(args)?;
     let name = ModelName::parse("model", &input.model)?;
-    let endpoint = ollama::resolve(&call.app.stack);
+    let endpoint = ollama::resolve(&call.app).await;
     let ollama = Ollama::connect(&endpoint).await?;
 
     let (mut preflight, local) = preflight(&call, &ollama, &name).await?;

@@ -87,7 +87,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
             ));
         }
     }
-    let endpoint = ollama::resolve(&call.app.stack);
+    let endpoint = ollama::resolve(&call.app).await;
     let ollama = Ollama::connect(&endpoint).await?;
     call.lock_stack().await?;
 

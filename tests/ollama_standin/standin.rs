@@ -57,9 +57,15 @@ const DEFAULT_CONTEXT: u64 = 4096;
     about = "Ollama's API without the models, for tests"
 )]
 struct Args {
-    /// Address to listen on; port 0 picks one (printed on stdout).
-    #[arg(long, default_value = "127.0.0.1:11434")]
-    listen: SocketAddr,
+    /// `serve` (the default) or `list`: as the real `ollama` binary, so an image
+    /// with the stand-in as /bin/ollama runs the same compose healthcheck
+    /// (`ollama list`) and entrypoint (`ollama serve`) as ollama/ollama.
+    #[arg(value_parser = ["serve", "list"])]
+    command: Option<String>,
+    /// Address to listen on; port 0 picks one (printed on stdout). Default:
+    /// OLLAMA_HOST as Ollama reads it, else 127.0.0.1:11434.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// A GGUF file whose metadata backs /api/show for models marked `"gguf": true`.
     #[arg(long)]
     gguf: Option<PathBuf>,
@@ -910,9 +916,103 @@ fn server_config_line() -> String {
     )
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> std::process::ExitCode {
+/// OLLAMA_HOST as Ollama reads it (`host`, `host:port`, `scheme://host:port`;
+/// default port 11434), or its default 127.0.0.1:11434.
+fn ollama_host() -> Result<SocketAddr, String> {
+    let raw = std::env::var("OLLAMA_HOST").unwrap_or_default();
+    let raw = raw.trim();
+    let raw = raw.split_once("://").map(|(_, r)| r).unwrap_or(raw);
+    let raw = raw.trim_end_matches('/');
+    let with_port = match raw {
+        "" => "127.0.0.1:11434".to_string(),
+        r if r.contains(':') => r.to_string(),
+        r => format!("{r}:11434"),
+    };
+    with_port
+        .parse()
+        .map_err(|e| format!("OLLAMA_HOST {raw:?} is not an address: {e}"))
+}
+
+/// `ollama list`: GET /api/tags from the server at OLLAMA_HOST (0.0.0.0 means
+/// this machine) and print the names; exit 1 when the server does not answer
+/// 200. Plain std I/O: the healthcheck of a FROM scratch image.
+fn list() -> std::process::ExitCode {
+    use std::io::{Read, Write};
+    let fail = |msg: String| {
+        eprintln!("Error: {msg}");
+        std::process::ExitCode::from(1)
+    };
+    let mut addr = match ollama_host() {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = Duration::from_secs(5);
+    let mut conn = match std::net::TcpStream::connect_timeout(&addr, timeout) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("could not connect to ollama server at {addr}: {e}")),
+    };
+    let _ = conn.set_read_timeout(Some(timeout));
+    let req = format!("GET /api/tags HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut resp = Vec::new();
+    if let Err(e) = conn
+        .write_all(req.as_bytes())
+        .and_then(|_| conn.read_to_end(&mut resp))
+    {
+        return fail(format!("GET /api/tags: {e}"));
+    }
+    let text = String::from_utf8_lossy(&resp);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        return fail(format!(
+            "GET /api/tags: {}",
+            head.lines().next().unwrap_or("")
+        ));
+    }
+    // The body may be chunked; the JSON object is between the first `{` and the last `}`.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if a < b => &body[a..=b],
+        _ => return fail("GET /api/tags: no JSON body".into()),
+    };
+    let v: Value = match serde_json::from_str(json) {
+        Ok(v) => v,
+        Err(e) => return fail(format!("GET /api/tags: {e}")),
+    };
+    println!("NAME");
+    for m in v["models"].as_array().into_iter().flatten() {
+        println!("{}", m["name"].as_str().unwrap_or(""));
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.command.as_deref() == Some("list") {
+        return list();
+    }
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(serve(args)),
+        Err(e) => {
+            eprintln!("ollama-standin: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(args: Args) -> std::process::ExitCode {
+    let listen = match args.listen.map(Ok).unwrap_or_else(ollama_host) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ollama-standin: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let shared = match build(&args) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -933,10 +1033,10 @@ async fn main() -> std::process::ExitCode {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(shared);
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("ollama-standin: cannot listen on {}: {e}", args.listen);
+            eprintln!("ollama-standin: cannot listen on {listen}: {e}");
             return std::process::ExitCode::from(1);
         }
     };

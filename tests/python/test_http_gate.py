@@ -64,6 +64,7 @@ async def test_bearer_token_required(http_server, stack):
                 "remove_model",
                 "restore",
                 "select_profile",
+                "set_kv_cache",
                 "stack_status",
                 "verify_backup",
             ]

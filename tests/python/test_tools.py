@@ -23,6 +23,7 @@ HINTS = {
     "remove_model": ("Remove an Ollama model", False, True, True, False),
     "restore": ("Restore a backup set", False, True, False, False),
     "select_profile": ("Select deployment profile", False, True, True, False),
+    "set_kv_cache": ("Set Ollama's KV cache", False, True, True, False),
     "stack_status": ("Stack status", True, False, True, False),
     "verify_backup": ("Verify a backup set", True, False, True, False),
 }
