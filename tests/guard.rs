@@ -289,7 +289,11 @@ async fn read_only_mode_refuses_writes() {
         assert_eq!(structured(&r)["error"]["kind"], "not_allowed", "{tool}");
     }
     let r = call(&client, "set_kv_cache", json!({"type": "q8_0"})).await;
-    assert_eq!(structured(&r)["error"]["kind"], "not_allowed", "set_kv_cache");
+    assert_eq!(
+        structured(&r)["error"]["kind"],
+        "not_allowed",
+        "set_kv_cache"
+    );
     assert_untouched(&stack);
     client.cancel().await.expect("close");
 }

@@ -174,7 +174,13 @@ async fn prompts_are_listed_and_rendered() {
     let names: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
-        ["diagnose_unhealthy", "provision_stack", "safe_change"]
+        [
+            "choose_model",
+            "diagnose_unhealthy",
+            "provision_stack",
+            "safe_change",
+            "tune_memory"
+        ]
     );
     let mut args = serde_json::Map::new();
     args.insert("model".into(), json!("qwen2.5:7b"));
@@ -186,6 +192,28 @@ async fn prompts_are_listed_and_rendered() {
         .expect("prompts/get");
     let text = serde_json::to_string(&p.messages).expect("json");
     assert!(text.contains("qwen2.5:7b") && text.contains("select_profile"));
+    // The model prompts: arguments filled in, the tools they drive named.
+    let mut args = serde_json::Map::new();
+    args.insert("candidates".into(), json!("llama3.1:8b, phi3:mini"));
+    let p = client
+        .get_prompt(rmcp::model::GetPromptRequestParams::new("choose_model").with_arguments(args))
+        .await
+        .expect("choose_model");
+    let text = serde_json::to_string(&p.messages).expect("json");
+    assert!(text.contains("llama3.1:8b, phi3:mini") && text.contains("32768 tokens"));
+    assert!(text.contains("select_profile") && text.contains("pull_model"));
+    let mut args = serde_json::Map::new();
+    args.insert("context_length".into(), json!("65536"));
+    let p = client
+        .get_prompt(rmcp::model::GetPromptRequestParams::new("tune_memory").with_arguments(args))
+        .await
+        .expect("tune_memory");
+    let text = serde_json::to_string(&p.messages).expect("json");
+    assert!(text.contains("`context_length: 65536`") && text.contains("set_kv_cache"));
+    assert!(
+        text.contains("fit the loaded model entirely on the GPU"),
+        "the default goal"
+    );
     assert!(
         client
             .get_prompt(rmcp::model::GetPromptRequestParams::new("provision_stack"))

@@ -19,10 +19,12 @@ use serde_json::Value;
 
 use crate::error::ToolError;
 
-const SOURCES: [&str; 3] = [
+const SOURCES: [&str; 5] = [
+    include_str!("../../prompts/choose_model.md"),
     include_str!("../../prompts/diagnose_unhealthy.md"),
     include_str!("../../prompts/provision_stack.md"),
     include_str!("../../prompts/safe_change.md"),
+    include_str!("../../prompts/tune_memory.md"),
 ];
 
 #[derive(Debug, Clone)]
@@ -226,7 +228,13 @@ mod tests {
         let names: Vec<String> = all().into_iter().map(|p| p.name).collect();
         assert_eq!(
             names,
-            ["diagnose_unhealthy", "provision_stack", "safe_change"]
+            [
+                "choose_model",
+                "diagnose_unhealthy",
+                "provision_stack",
+                "safe_change",
+                "tune_memory"
+            ]
         );
     }
 
