@@ -391,3 +391,213 @@ async fn bad_input_names_the_field_and_the_allowed_values() {
     assert!(!is_error(&r));
     client.cancel().await.expect("close");
 }
+
+/// A host Ollama under "systemd": tests/fixtures/systemd's stand-in systemctl
+/// and journalctl run the Ollama stand-in binary as ollama.service with the
+/// drop-ins' Environment= lines. Stopped on drop.
+struct FakeSystemd {
+    state: tempfile::TempDir,
+    url: String,
+    env: Vec<(String, String)>,
+}
+
+impl FakeSystemd {
+    fn start() -> Self {
+        let state = tempfile::tempdir().expect("state");
+        let units = state.path().join("units");
+        let dropins = units.join("ollama.service.d");
+        std::fs::create_dir_all(&dropins).expect("units");
+        // What a person may already have: an override with Ollama's defaults spelled out.
+        std::fs::write(
+            dropins.join("override.conf"),
+            "[Service]\nEnvironment=\"OLLAMA_KV_CACHE_TYPE=f16\"\nEnvironment=\"OLLAMA_CONTEXT_LENGTH=4096\"\n",
+        )
+        .expect("override");
+        let catalogue = state.path().join("catalogue.json");
+        std::fs::write(
+            &catalogue,
+            json!({"models": [{"name": "qwen2.5:7b", "layer_count": 1, "layer_size": 1000, "local": true}]})
+                .to_string(),
+        )
+        .expect("catalogue");
+        let port = common::docker::free_port();
+        let fixtures = root().join("tests/fixtures/systemd");
+        let env: Vec<(String, String)> = [
+            (
+                "STACKPILOT_SYSTEMCTL",
+                fixtures.join("systemctl").display().to_string(),
+            ),
+            (
+                "STACKPILOT_JOURNALCTL",
+                fixtures.join("journalctl").display().to_string(),
+            ),
+            ("STACKPILOT_SYSTEMD_UNIT_DIR", units.display().to_string()),
+            ("FAKE_SYSTEMD_STATE", state.path().display().to_string()),
+            (
+                "FAKE_OLLAMA_BIN",
+                env!("CARGO_BIN_EXE_ollama-standin").to_string(),
+            ),
+            ("FAKE_OLLAMA_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "FAKE_OLLAMA_ARGS",
+                format!("--catalogue {}", catalogue.display()),
+            ),
+            ("OLLAMA_HOST", format!("http://127.0.0.1:{port}")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let me = Self {
+            state,
+            url: format!("http://127.0.0.1:{port}"),
+            env,
+        };
+        let started = me.systemctl(&["start"]);
+        assert!(started.status.success(), "{started:?}");
+        me
+    }
+
+    fn systemctl(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(&self.env[0].1)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("fake systemctl")
+    }
+
+    fn dropin(&self) -> Option<String> {
+        std::fs::read_to_string(
+            self.state
+                .path()
+                .join("units/ollama.service.d/stackpilot.conf"),
+        )
+        .ok()
+    }
+
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("calls.log")).unwrap_or_default()
+    }
+
+    fn journal(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("journal.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for FakeSystemd {
+    fn drop(&mut self) {
+        let _ = self.systemctl(&["stop"]);
+    }
+}
+
+#[tokio::test]
+async fn systemd_target_writes_the_dropin_restarts_verifies_and_rolls_back() {
+    let sd = FakeSystemd::start();
+    let loaded = reqwest::Client::new()
+        .post(format!("{}/api/generate", sd.url))
+        .json(&json!({"model": "qwen2.5:7b"}))
+        .send()
+        .await
+        .expect("load");
+    assert!(loaded.status().is_success());
+    let stack = TestStack::new("");
+    let env: Vec<(&str, &str)> = sd
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let tc = TestClient::new(Person::Accept, ERA);
+    let asked = tc.asked.clone();
+    let client = stdio_client_env(stack.path(), &[], tc, &env).await;
+    let tools = client.list_all_tools().await.expect("tools");
+
+    // auto with OLLAMA_HOST set: the host's systemd unit.
+    let r = call(
+        &client,
+        "set_kv_cache",
+        json!({"type": "q8_0", "context_length": 8192}),
+    )
+    .await;
+    assert!(!is_error(&r), "{r:?}");
+    let out = structured(&r);
+    validate(&tools, "set_kv_cache", &out);
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "asked once"
+    );
+    assert_eq!(out["target"], "systemd");
+    assert_eq!(out["applies_to"], "ollama.service");
+    assert_eq!(
+        out["current"]["kv_cache_type"], "f16",
+        "read from the unit's environment"
+    );
+    assert_eq!(out["current"]["context_length"], 4096);
+    assert_eq!(out["verified"], true, "{out:#}");
+    for c in [
+        "environment",
+        "startup_log",
+        "reachable",
+        "warm_up",
+        "api_ps",
+    ] {
+        let status = out["verification"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|v| v["check"] == c)
+            .map(|v| v["status"].clone());
+        assert_eq!(status, Some(json!("ok")), "{c}: {out:#}");
+    }
+    let dropin = sd.dropin().expect("drop-in written");
+    for line in [
+        "Environment=\"OLLAMA_KV_CACHE_TYPE=q8_0\"",
+        "Environment=\"OLLAMA_CONTEXT_LENGTH=8192\"",
+        "Environment=\"OLLAMA_FLASH_ATTENTION=1\"",
+    ] {
+        assert!(dropin.contains(line), "{line} in {dropin}");
+    }
+    let calls = sd.calls();
+    assert!(
+        calls.contains("daemon-reload\nrestart ollama.service"),
+        "{calls}"
+    );
+    let ps: Value = reqwest::get(format!("{}/api/ps", sd.url))
+        .await
+        .expect("ps")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ps["models"][0]["name"], "qwen2.5:7b", "warmed up: {ps:#}");
+    assert_eq!(ps["models"][0]["context_length"], 8192);
+
+    // A restart that fails: the previous drop-in is put back and the unit restarted with it.
+    std::fs::write(sd.state.path().join("fail-next-restart"), "").expect("flag");
+    let r = call(
+        &client,
+        "set_kv_cache",
+        json!({"type": "q4_0", "target": "systemd"}),
+    )
+    .await;
+    assert!(is_error(&r), "{r:?}");
+    let e = structured(&r);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("failed")
+                && m.contains("previous drop-in was put back and the unit restarted")),
+        "{e:#}"
+    );
+    assert_eq!(
+        sd.dropin().as_deref(),
+        Some(dropin.as_str()),
+        "the q8_0 drop-in is back"
+    );
+    let journal = sd.journal();
+    let last = journal
+        .lines()
+        .rev()
+        .find(|l| l.contains("server config"))
+        .expect("started again");
+    assert!(last.contains("OLLAMA_KV_CACHE_TYPE:q8_0"), "{last}");
+    client.cancel().await.expect("close");
+}
