@@ -350,7 +350,12 @@ fn main() {
         base[0].1
     );
     println!(
-        "stackpilot backup (MCP, release):     median {o_med:.2} s (best {:.2} s), {:.1} MiB/s of database, output {} bytes",
+        "stackpilot backup (MCP, {}):     median {o_med:.2} s (best {:.2} s), {:.1} MiB/s of database, output {} bytes",
+        if cfg!(debug_assertions) {
+            "debug build: quick mode, not a measurement"
+        } else {
+            "release"
+        },
         best(&ours),
         mib / o_med,
         ours[0].1

@@ -556,19 +556,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         Where::Compose { service, .. } if !service.gpu => Profile::Cpu,
         _ => memory_model::primary_profile(&hw),
     };
-    let (flash, why) = memory_model::flash_attention(profile.backend(), &hw);
-    if input.kv_type.is_quantized() && !flash {
-        return Err(ToolError::invalid(
-            "type",
-            format!(
-                "{} needs flash attention, which this hardware does not have: {}",
-                input.kv_type.as_str(),
-                why.unwrap_or_default()
-            ),
-        )
-        .allowed(["f16"]));
-    }
-    if let Some(w) = why {
+    if let Some(w) = check_flash_attention(input.kv_type, profile, &hw)? {
         warnings.push(w);
     }
     let new = Settings {
@@ -744,6 +732,28 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         return Err(e);
     }
     finish(out, started)
+}
+
+/// A quantized KV cache needs flash attention: refused (naming `type` and the
+/// one allowed value) where the backend has none; otherwise any caveat.
+fn check_flash_attention(
+    kv: KvCacheType,
+    profile: Profile,
+    hw: &HardwareFacts,
+) -> Result<Option<String>, ToolError> {
+    let (flash, why) = memory_model::flash_attention(profile.backend(), hw);
+    if kv.is_quantized() && !flash {
+        return Err(ToolError::invalid(
+            "type",
+            format!(
+                "{} needs flash attention, which this hardware does not have: {}",
+                kv.as_str(),
+                why.unwrap_or_default()
+            ),
+        )
+        .allowed(["f16"]));
+    }
+    Ok(why)
 }
 
 fn show(v: Option<u32>) -> String {
@@ -1141,6 +1151,36 @@ mod tests {
         assert_eq!(bad.status, "failed");
         assert!(bad.detail.contains("want q4_0"));
         assert_eq!(startup_check("nothing", &[]).status, "skipped");
+    }
+
+    #[test]
+    fn quantized_types_need_flash_attention() {
+        let pascal = HardwareFacts {
+            nvidia_vram_bytes: Some(8 << 30),
+            nvidia_compute_capability: Some("6.1".into()),
+            memory_total_bytes: 32 << 30,
+            memory_available_bytes: 30 << 30,
+            logical_cores: 8,
+            ..Default::default()
+        };
+        for kv in [KvCacheType::Q8_0, KvCacheType::Q4_0] {
+            let e = check_flash_attention(kv, Profile::Standard, &pascal).expect_err("refused");
+            assert_eq!(e.field.as_deref(), Some("type"));
+            assert_eq!(e.allowed, Some(vec!["f16".to_string()]));
+            assert!(e.message.contains("6.1 < 7.0"), "{}", e.message);
+        }
+        assert!(check_flash_attention(KvCacheType::F16, Profile::Standard, &pascal).is_ok());
+        let ada = HardwareFacts {
+            nvidia_compute_capability: Some("8.9".into()),
+            ..pascal.clone()
+        };
+        assert_eq!(
+            check_flash_attention(KvCacheType::Q8_0, Profile::Standard, &ada).expect("ok"),
+            None
+        );
+        // CPU and Metal always have it.
+        assert!(check_flash_attention(KvCacheType::Q4_0, Profile::Cpu, &pascal).is_ok());
+        assert!(check_flash_attention(KvCacheType::Q4_0, Profile::AppleMetal, &pascal).is_ok());
     }
 
     #[test]
