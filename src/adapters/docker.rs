@@ -195,7 +195,7 @@ pub async fn project_networks(docker: &Docker, project: &str) -> Result<Vec<Netw
     Ok(networks)
 }
 
-/// What compose_up's preflight needs from `docker info`.
+/// What compose_up's preflight and health need from `docker info` (one call, one type).
 #[derive(Debug, Clone)]
 pub struct EngineFacts {
     /// An `nvidia` runtime is registered: GPU reservations can be honoured.

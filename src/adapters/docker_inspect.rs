@@ -287,36 +287,6 @@ pub async fn exec_capture(
     }
 }
 
-/// What health needs from `docker info`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EngineFacts {
-    /// Where images, containers and named volumes live (on the engine's host).
-    pub root_dir: Option<String>,
-    /// Registered runtimes (`runc`, `nvidia`, ...), sorted.
-    pub runtimes: Vec<String>,
-    pub version: Option<String>,
-}
-
-impl EngineFacts {
-    pub fn has_nvidia_runtime(&self) -> bool {
-        self.runtimes.iter().any(|r| r == "nvidia")
-    }
-}
-
-pub async fn engine_facts(docker: &Docker, timeout: Duration) -> Result<EngineFacts, ToolError> {
-    let info = bounded("info", timeout, docker.info()).await?;
-    let mut runtimes: Vec<String> = info
-        .runtimes
-        .map(|r| r.into_keys().collect())
-        .unwrap_or_default();
-    runtimes.sort();
-    Ok(EngineFacts {
-        root_dir: info.docker_root_dir,
-        runtimes,
-        version: info.server_version,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

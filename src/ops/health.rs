@@ -49,7 +49,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::adapters::compose::{Compose, Role, ServiceModel, StackModel};
-use crate::adapters::docker_inspect::{self, EngineFacts, ProjectContainer};
+use crate::adapters::docker::{self as engine_api, EngineFacts};
+use crate::adapters::docker_inspect::{self, ProjectContainer};
 use crate::adapters::env_file::EnvFile;
 use crate::adapters::net_probe::{self, OllamaPs, OllamaVersion};
 use crate::adapters::{hardware, runtime_probe};
@@ -218,8 +219,9 @@ async fn engine_facts(docker: &Docker) -> Option<EngineFacts> {
             }
         }
     }
-    let facts = docker_inspect::engine_facts(docker, INFO_TIMEOUT)
+    let facts = tokio::time::timeout(INFO_TIMEOUT, engine_api::engine_facts(docker))
         .await
+        .ok()?
         .ok()?;
     if let Ok(mut cache) = ENGINE_FACTS.lock() {
         *cache = Some((Instant::now(), facts.clone()));
@@ -296,7 +298,7 @@ pub async fn check(app: &App, opts: &Options) -> Result<HealthReport, ToolError>
         deep: opts.deep,
         logs_tail: opts.logs_tail,
         gpu_profile: profile.gpu_profile,
-        nvidia_runtime: facts.as_ref().map(EngineFacts::has_nvidia_runtime),
+        nvidia_runtime: facts.as_ref().map(|f| f.nvidia_runtime),
         stack_down,
     };
     let host_fut = check_host(HostInputs {
@@ -304,7 +306,7 @@ pub async fn check(app: &App, opts: &Options) -> Result<HealthReport, ToolError>
         backup_root: model.settings.backup_root.clone(),
         engine_root: facts
             .as_ref()
-            .and_then(|f| f.root_dir.clone())
+            .and_then(|f| f.docker_root_dir.clone())
             .filter(|_| engine_is_local()),
         ollama_url: host_ollama,
     });
