@@ -13,21 +13,6 @@ use serde_json::{json, Value};
 
 const ERA: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 
-fn validate(client_tools: &[rmcp::model::Tool], tool: &str, instance: &Value) {
-    let schema = client_tools
-        .iter()
-        .find(|t| t.name == tool)
-        .and_then(|t| t.output_schema.clone())
-        .expect("output schema");
-    let schema = Value::Object((*schema).clone());
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(instance)
-        .map(|e| format!("{e} at {}", e.instance_path))
-        .collect();
-    assert!(errors.is_empty(), "{tool}: {errors:?}\n{instance:#}");
-}
-
 fn services(out: &Value) -> Vec<Value> {
     out["services"].as_array().expect("services").clone()
 }
@@ -77,7 +62,7 @@ async fn up_is_healthy_and_a_second_up_touches_nothing() {
     let r = call(&client, "compose_up", json!({"wait_timeout_s": 60})).await;
     assert!(!is_error(&r), "{r:?}");
     let out = structured(&r);
-    validate(&tools, "compose_up", &out);
+    validate_output(&tools, "compose_up", &out);
     assert_eq!(out["changes"], 2, "{out:#}");
     assert_eq!(out["applied"], true);
     assert_eq!(out["confirmed_by"], "not_needed");
@@ -139,7 +124,7 @@ async fn up_is_healthy_and_a_second_up_touches_nothing() {
     // A second up with nothing changed: no container touched.
     let before = stack.containers();
     let again = structured(&call(&client, "compose_up", json!({})).await);
-    validate(&tools, "compose_up", &again);
+    validate_output(&tools, "compose_up", &again);
     assert_eq!(again["changes"], 0, "{again:#}");
     assert_eq!(again["applied"], false);
     assert!(again["plan"]["steps"]
@@ -152,7 +137,7 @@ async fn up_is_healthy_and_a_second_up_touches_nothing() {
 
     // stack_status reports the same containers.
     let st = structured(&call(&client, "stack_status", json!({})).await);
-    validate(&tools, "stack_status", &st);
+    validate_output(&tools, "stack_status", &st);
     assert_eq!(st["ready"], true);
     assert_eq!(st["counts"]["healthy"], 2);
     for s in services(&st) {
@@ -431,10 +416,10 @@ async fn compose_down_with_volumes_is_confirmed_and_removes_exactly_the_project(
         )
         .await,
     );
-    validate(&tools, "compose_down", &dry);
+    validate_output(&tools, "compose_down", &dry);
     assert_eq!(dry["applied"], false);
     let first = structured(&call(&client, "compose_down", args.clone()).await);
-    validate(&tools, "compose_down", &first);
+    validate_output(&tools, "compose_down", &first);
     assert_eq!(first["confirmation_required"], true, "{first:#}");
     assert_eq!(
         first["plan"]["digest"], dry["plan"]["digest"],
@@ -491,7 +476,7 @@ async fn compose_down_with_volumes_is_confirmed_and_removes_exactly_the_project(
     let r = call(&client, "compose_down", with_token).await;
     assert!(!is_error(&r), "{r:?}");
     let out = structured(&r);
-    validate(&tools, "compose_down", &out);
+    validate_output(&tools, "compose_down", &out);
     assert_eq!(out["confirmed_by"], "token");
     assert_eq!(
         out["remaining"],

@@ -11,7 +11,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{gguf, is_error, lifecycle, structured, Person, TestClient, TestStack};
+use common::{
+    gguf, is_error, lifecycle, structured, validate_output, Person, TestClient, TestStack,
+};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientConfig, ElicitRequestParams, ElicitResult,
     ProgressNotificationParam, ProtocolVersion,
@@ -180,24 +182,6 @@ async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
         .expect("tools/call answered")
 }
 
-fn validate(client_tools: &[rmcp::model::Tool], tool: &str, instance: &Value) {
-    let schema = client_tools
-        .iter()
-        .find(|t| t.name == tool)
-        .and_then(|t| t.output_schema.clone())
-        .expect("output schema");
-    let schema = Value::Object((*schema).clone());
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(instance)
-        .map(|e| format!("{e} at {}", e.instance_path))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{tool} output violates its schema: {errors:?}\n{instance:#}"
-    );
-}
-
 fn error_of(r: &CallToolResult) -> Value {
     assert!(is_error(r), "expected a tool error: {r:?}");
     structured(r)["error"].clone()
@@ -259,7 +243,7 @@ async fn pull_reports_progress_in_order_within_the_rate_limit() {
     let r = call(&client, "pull_model", json!({"model": "tiny:3b"})).await;
     assert!(!is_error(&r), "{r:?}");
     let out = structured(&r);
-    validate(&tools, "pull_model", &out);
+    validate_output(&tools, "pull_model", &out);
     wait_for_message(&seen, "success").await;
 
     // The result: what the stand-in now lists, and the fit from /api/show.
@@ -646,7 +630,7 @@ async fn pull_refuses_what_does_not_fit_unless_forced() {
     .await;
     assert!(!is_error(&r), "{r:?}");
     let out = structured(&r);
-    validate(&tools, "pull_model", &out);
+    validate_output(&tools, "pull_model", &out);
     assert_eq!(out["preflight"]["forced"], true);
     assert_eq!(out["preflight"]["source"], "api_show");
     assert_eq!(out["preflight"]["model"]["layers"], 200);
@@ -716,7 +700,7 @@ async fn list_models_joins_tags_ps_and_the_gguf_metadata() {
     let r = call(&client, "list_models", json!({})).await;
     assert!(!is_error(&r), "{r:?}");
     let out = structured(&r);
-    validate(&tools, "list_models", &out);
+    validate_output(&tools, "list_models", &out);
     assert_eq!(out["count"], 2);
     assert_eq!(out["loaded_count"], 1);
     assert_eq!(out["endpoint_source"], "ollama_host");
@@ -800,7 +784,7 @@ async fn remove_model_needs_confirmation_and_unloads_first() {
     let (client, _) = connect(stack.path(), &standin.url, Person::Absent).await;
     let tools = client.list_all_tools().await.expect("tools");
     let first = structured(&call(&client, "remove_model", json!({"model": "tiny:3b"})).await);
-    validate(&tools, "remove_model", &first);
+    validate_output(&tools, "remove_model", &first);
     assert_eq!(first["confirmation_required"], true, "{first:#}");
     let step = &first["plan"]["steps"][0];
     assert_eq!(step["action"], "remove");
@@ -825,7 +809,7 @@ async fn remove_model_needs_confirmation_and_unloads_first() {
     .await;
     assert!(!is_error(&r), "{r:?}");
     let out = structured(&r);
-    validate(&tools, "remove_model", &out);
+    validate_output(&tools, "remove_model", &out);
     assert_eq!(out["removed"], true);
     assert_eq!(out["was_loaded"], true);
     assert_eq!(out["unloaded"], true);

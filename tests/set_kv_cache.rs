@@ -16,21 +16,6 @@ use serde_json::{json, Value};
 const ERA: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 const SERVICE: &str = "ollama-cpu";
 
-fn validate(client_tools: &[rmcp::model::Tool], tool: &str, instance: &Value) {
-    let schema = client_tools
-        .iter()
-        .find(|t| t.name == tool)
-        .and_then(|t| t.output_schema.clone())
-        .expect("output schema");
-    let schema = Value::Object((*schema).clone());
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(instance)
-        .map(|e| format!("{e} at {}", e.instance_path))
-        .collect();
-    assert!(errors.is_empty(), "{tool}: {errors:?}\n{instance:#}");
-}
-
 /// The bundled compose file plus tests/stacks/ollama-kv's overlay and .env,
 /// with ollama-cpu up and smollm2:135m loaded.
 async fn bundled_with_standin(host: &str) -> Option<(DockerStack, String)> {
@@ -125,7 +110,7 @@ async fn plan_confirm_apply_and_verify_on_the_bundled_compose_stack() {
 
     // Plan: current and new settings, the memory effect, a guarded recreate.
     let first = structured(&call(&client, "set_kv_cache", args.clone()).await);
-    validate(&tools, "set_kv_cache", &first);
+    validate_output(&tools, "set_kv_cache", &first);
     assert_eq!(first["confirmation_required"], true, "{first:#}");
     let t = step(&first, "OLLAMA_KV_CACHE_TYPE");
     assert_eq!(
@@ -171,7 +156,7 @@ async fn plan_confirm_apply_and_verify_on_the_bundled_compose_stack() {
         })
         .await,
     );
-    validate(&tools, "set_kv_cache", &dry);
+    validate_output(&tools, "set_kv_cache", &dry);
     assert_eq!(dry["plan"]["digest"], first["plan"]["digest"]);
     assert_eq!(dry["target"], "compose");
     assert_eq!(dry["applies_to"], format!("service {SERVICE}"));
@@ -199,7 +184,7 @@ async fn plan_confirm_apply_and_verify_on_the_bundled_compose_stack() {
     let r = call(&client, "set_kv_cache", with_token).await;
     assert!(!is_error(&r), "{r:?}");
     let out = structured(&r);
-    validate(&tools, "set_kv_cache", &out);
+    validate_output(&tools, "set_kv_cache", &out);
     assert_eq!(out["applied"], true);
     assert_eq!(out["verified"], true, "{out:#}");
     let checks: std::collections::BTreeMap<String, String> = out["verification"]
@@ -519,7 +504,7 @@ async fn systemd_target_writes_the_dropin_restarts_verifies_and_rolls_back() {
     .await;
     assert!(!is_error(&r), "{r:?}");
     let out = structured(&r);
-    validate(&tools, "set_kv_cache", &out);
+    validate_output(&tools, "set_kv_cache", &out);
     assert_eq!(
         asked.load(std::sync::atomic::Ordering::SeqCst),
         1,

@@ -337,3 +337,23 @@ pub fn gguf() -> Option<std::path::PathBuf> {
         }
     }
 }
+
+/// Checks a tool's structured output against the outputSchema the client listed.
+#[allow(dead_code)] // not every test binary validates outputs
+pub fn validate_output(client_tools: &[rmcp::model::Tool], tool: &str, instance: &Value) {
+    let schema = client_tools
+        .iter()
+        .find(|t| t.name == tool)
+        .and_then(|t| t.output_schema.clone())
+        .expect("output schema");
+    let schema = Value::Object((*schema).clone());
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{tool} output violates its schema: {errors:?}\n{instance:#}"
+    );
+}
