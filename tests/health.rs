@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::docker::{engine, DockerStack};
-use common::{bin, is_error, structured};
+use common::{bin, is_error, structured, validate_output};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
     NumberOrString, ProgressNotificationParam, ProgressToken, ProtocolVersion, RequestParamsMeta,
@@ -88,21 +88,7 @@ async fn health(client: &Client, args: Value) -> Value {
 /// Checks `instance` against the tool's advertised outputSchema.
 async fn validate(client: &Client, tool: &str, instance: &Value) {
     let tools = client.list_all_tools().await.expect("tools/list");
-    let schema = tools
-        .iter()
-        .find(|t| t.name == tool)
-        .and_then(|t| t.output_schema.clone())
-        .expect("outputSchema");
-    let schema = Value::Object((*schema).clone());
-    let validator = jsonschema::validator_for(&schema).expect("outputSchema compiles");
-    let errors: Vec<String> = validator
-        .iter_errors(instance)
-        .map(|e| format!("{e} at {}", e.instance_path))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{tool} output violates its schema: {errors:?}"
-    );
+    validate_output(&tools, tool, instance);
 }
 
 fn service<'a>(report: &'a Value, name: &str) -> &'a Value {
