@@ -200,11 +200,31 @@ compose_v2_version() {
     docker compose version --short 2>/dev/null | grep -E '^v?2\.' || return 1
 }
 
+# The Debian mirror this machine's apt uses (a corporate mirror, a proxy, a snapshot): the first
+# `URIs:` of a deb822 source that is not the security archive, else the first `deb` line of
+# sources.list. No mirror host is named in this repository.
+debian_mirror() {
+    local f uri
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -r "$f" ]] || continue
+        uri=$(awk 'tolower($1)=="uris:" { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' "$f")
+        if [[ -n "${uri}" ]]; then echo "${uri%/}"; return 0; fi
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -r "$f" ]] || continue
+        uri=$(awk '$1=="deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($i !~ /security/) { print $i; exit } } }' "$f")
+        if [[ -n "${uri}" ]]; then echo "${uri%/}"; return 0; fi
+    done
+    return 1
+}
+
 install_compose_from_trixie() {
     need_root "installing the Compose v2 plugin"
     mkdir -p "${APT_PRIVATE}/lists/partial" "${APT_PRIVATE}/cache/archives/partial" "${APT_PRIVATE}/deb"
     local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-    echo "deb [signed-by=${keyring}] http://deb.debian.org/debian trixie main" >"${APT_PRIVATE}/sources.list"
+    local mirror
+    mirror=$(debian_mirror) || unavailable "no Debian mirror in this machine's apt configuration (/etc/apt/sources.list.d/*.sources, /etc/apt/sources.list)"
+    echo "deb [signed-by=${keyring}] ${mirror} trixie main" >"${APT_PRIVATE}/sources.list"
     # A private state dir: bookworm's lists, caches and sources stay exactly as they are.
     local opts=(
         -o "Dir::Etc::SourceList=${APT_PRIVATE}/sources.list"
@@ -335,8 +355,10 @@ build_pg_base() {
     command -v debootstrap >/dev/null || apt_install debootstrap
     local root="${WORK_DIR}/rootfs-pg15"
     rm -rf "${root}"; mkdir -p "${root}"
-    log "debootstrap minbase bookworm + postgresql-15 into ${root} (about a minute)"
-    debootstrap --variant=minbase --include=postgresql-15 bookworm "${root}" http://deb.debian.org/debian \
+    local mirror
+    mirror=$(debian_mirror) || unavailable "no Debian mirror in this machine's apt configuration (/etc/apt/sources.list.d/*.sources, /etc/apt/sources.list)"
+    log "debootstrap minbase bookworm + postgresql-15 from ${mirror} into ${root} (about a minute)"
+    debootstrap --variant=minbase --include=postgresql-15 bookworm "${root}" "${mirror}" \
         >"${WORK_DIR}/debootstrap.log" 2>&1 || { tail -n 20 "${WORK_DIR}/debootstrap.log" >&2; unavailable "debootstrap of the postgres rootfs failed"; }
     # The package's default cluster, downloaded .debs, apt lists and docs are not needed in the image.
     rm -rf "${root}/etc/postgresql/15" "${root}/var/lib/postgresql/15" \

@@ -36,11 +36,21 @@ fi
 
 echo "test.sh: environment ready in $(( $(date +%s) - started ))s; running cargo test" >&2
 # One test binary at a time keeps 2 cores from thrashing; tests inside a binary run in parallel.
+# set -e would end the script on a failed test run before the summary: keep going, then exit
+# with cargo's status after the `N passed, N failed` line.
+set +e
 cargo test --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee /tmp/stackpilot-test.log
 status=${PIPESTATUS[0]}
+set -e
 
 passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' /tmp/stackpilot-test.log | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' /tmp/stackpilot-test.log | awk '{s+=$1} END {print s+0}')
+if [[ ${status} -ne 0 && ${failed} -eq 0 ]]; then
+    # Nothing reported a failed test, yet cargo failed (a build error, a crashed test binary):
+    # that is one failure, not a pass.
+    echo "test.sh: cargo test exited with ${status} without a failed test (build error or crash); counted as 1 failure" >&2
+    failed=1
+fi
 echo "test.sh: finished in $(( $(date +%s) - started ))s"
 echo "${passed} passed, ${failed} failed"
 exit "$status"

@@ -1,11 +1,15 @@
-//! What every tool call shares: the stack, the server mode, and lazily filled
-//! caches (nothing slow happens at startup).
-use std::sync::Mutex;
+//! What every tool call shares: the stack, the server mode, the engine the
+//! stack runs on, and lazily filled caches (nothing slow happens at startup).
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::adapters::hardware::HostFacts;
-use crate::ops::hardware_types::RuntimeInfo;
-use crate::stack::Stack;
+use crate::adapters::metrics::Metrics;
+use crate::domain::error::ToolError;
+use crate::domain::hardware::RuntimeInfo;
+use crate::domain::stack::Stack;
+use crate::engine::compose::ComposeEngine;
+use crate::engine::Engine;
 
 /// Server-wide switches, set by flags.
 #[derive(Debug, Clone)]
@@ -40,10 +44,10 @@ pub struct App {
     /// Host facts (CPU, memory, GPUs, disk), reused for a second: reading them
     /// costs about a millisecond of CPU, which would cap a busy server.
     pub host_cache: Mutex<Option<(Instant, HostFacts)>>,
-    /// The engine connection, made on first use and kept (failures are not cached).
-    docker: tokio::sync::OnceCell<bollard::Docker>,
+    compose: Arc<ComposeEngine>,
+    engine: Arc<dyn Engine>,
     /// Tool calls, confirmations and health verdicts, served at /metrics.
-    pub metrics: crate::server::metrics::Metrics,
+    pub metrics: Metrics,
 }
 
 /// How long host facts are reused.
@@ -54,20 +58,31 @@ pub const RUNTIME_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl App {
     pub fn new(stack: Stack, mode: Mode) -> Self {
+        let compose = Arc::new(ComposeEngine::new(stack.clone()));
         Self {
             stack,
             mode,
             runtime_cache: Mutex::new(None),
             host_cache: Mutex::new(None),
-            docker: tokio::sync::OnceCell::new(),
-            metrics: crate::server::metrics::Metrics::new(),
+            engine: compose.clone(),
+            compose,
+            metrics: Metrics::new(),
         }
     }
 
-    /// The Docker engine, connected lazily; a missing engine is a clear error within 2 s.
-    pub async fn docker(&self) -> Result<&bollard::Docker, crate::error::ToolError> {
-        self.docker
-            .get_or_try_init(crate::adapters::docker::connect)
-            .await
+    /// The engine the stack runs on: the port every engine-neutral tool uses.
+    pub fn engine(&self) -> &dyn Engine {
+        self.engine.as_ref()
+    }
+
+    /// The engine as a shared handle, for work that outlives a borrow (a
+    /// cleanup spawned from a destructor).
+    pub fn engine_arc(&self) -> Arc<dyn Engine> {
+        self.engine.clone()
+    }
+
+    /// The Compose engine, for what only Compose has (compose_up, compose_down).
+    pub fn compose(&self) -> Result<&ComposeEngine, ToolError> {
+        Ok(self.compose.as_ref())
     }
 }

@@ -12,7 +12,9 @@ use common::*;
 use rmcp::model::ProtocolVersion;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use stackpilot::ops::backup_set::{Manifest, ManifestEntry, Method, SetId, Stamp, MANIFEST_FORMAT};
+use stackpilot::domain::backup_set::{
+    Manifest, ManifestEntry, Method, SetId, Stamp, MANIFEST_FORMAT,
+};
 
 fn compose_available() -> bool {
     let ok = std::process::Command::new("docker")

@@ -1,8 +1,9 @@
 //! The stack model from the real `docker compose config` (no engine needed,
 //! only the Compose v2 CLI): roles, GPU reservations and volumes of the
 //! bundled stack in every hardware profile.
-use stackpilot::adapters::compose::{model_from_config, Compose, Role};
-use stackpilot::stack::Stack;
+use stackpilot::adapters::stack_dir;
+use stackpilot::domain::stack_model::{model_from_config, Role};
+use stackpilot::engine::compose::cli::Compose;
 
 fn compose_available() -> bool {
     let ok = std::process::Command::new("docker")
@@ -33,7 +34,7 @@ async fn bundled_stack_model_per_profile() {
     )
     .expect("copy");
     std::fs::copy(root.join(".env.example"), dir.path().join(".env")).expect("copy env");
-    let stack = Stack::open(dir.path(), None).expect("stack");
+    let stack = stack_dir::open(dir.path(), None).expect("stack");
     let compose = Compose::for_stack(&stack).expect("compose");
     for (profile, ollama, gpu) in [
         ("standard", Some("ollama-gpu"), true),

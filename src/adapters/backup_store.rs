@@ -16,10 +16,10 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::error::{ErrorKind, ToolError};
-use crate::ops::backup_set::{
+use crate::domain::backup_set::{
     check_name, Manifest, SetId, MANIFEST_SUFFIX, MAX_NAME, PARTIAL_SUFFIX,
 };
+use crate::domain::error::{ErrorKind, ToolError};
 
 /// zstd level: the `zstd` CLI's default, so a comparison with
 /// `pg_dump | zstd` compares the same work.

@@ -18,7 +18,7 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::Nvml;
 use sysinfo::{CpuRefreshKind, RefreshKind, System};
 
-use crate::ops::hardware_types::*;
+use crate::domain::hardware::*;
 
 /// Everything about the host itself, i.e. a `HardwareReport` without the
 /// runtime probes (which are async and live in `runtime_probe`).

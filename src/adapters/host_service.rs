@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{ErrorKind, ToolError};
+use crate::domain::error::{ErrorKind, ToolError};
 
 /// The unit Ollama's Linux installer creates.
 pub const OLLAMA_UNIT: &str = "ollama.service";
@@ -61,7 +61,7 @@ async fn run(program: &Path, args: &[&str], timeout: Duration) -> Result<String,
         return Err(ToolError::external(format!(
             "`{what}` failed ({}): {}",
             out.status,
-            crate::redact::cap(stderr.trim(), 600)
+            crate::domain::redact::cap(stderr.trim(), 600)
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -267,20 +267,8 @@ impl Systemd {
 }
 
 fn write_atomic(path: &Path, text: &str) -> Result<(), ToolError> {
-    use std::io::Write;
-    let io = |e: std::io::Error| ToolError::external(format!("writing {}: {e}", path.display()));
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".stackpilot-")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    tmp.write_all(text.as_bytes()).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
-    Ok(())
+    crate::adapters::files::write_atomic(path, text.as_bytes(), Some(0o644))
+        .map_err(|e| ToolError::external(format!("writing {}: {e}", path.display())))
 }
 
 /// `launchctl getenv KEY` (None when unset).

@@ -126,7 +126,7 @@ pub async fn http_get(url: &str, timeout: Duration, max_body: usize) -> HttpAnsw
                 status: None,
                 body: Vec::new(),
                 ms: elapsed(started),
-                error: Some(crate::redact::cap(&msg, 300)),
+                error: Some(crate::domain::redact::cap(&msg, 300)),
             }
         }
         Err(_) => HttpAnswer {

@@ -10,8 +10,8 @@
 //! line with a bounded buffer.
 //!
 //! Where Ollama is: OLLAMA_HOST when set (a host Ollama, as on apple-metal),
-//! else the stack's ollama container on its published port
-//! (`compose_published_url`), else Ollama's default `127.0.0.1:11434`.
+//! else the stack's ollama service on its published port (found through the
+//! engine by tools::models::endpoint), else Ollama's default `127.0.0.1:11434`.
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -19,13 +19,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use bollard::models::ContainerSummaryStateEnum;
-
-use crate::adapters::compose::Role;
-use crate::adapters::docker;
-use crate::adapters::runtime_probe::{self, DEFAULT_OLLAMA_URL};
-use crate::app::App;
-use crate::error::ToolError;
+use crate::adapters::ollama_probe::{self, DEFAULT_OLLAMA_URL};
+use crate::domain::error::ToolError;
 
 /// Connecting, and any one non-streaming request, give up after this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -54,75 +49,27 @@ pub struct Endpoint {
     pub source: EndpointSource,
 }
 
-/// Ollama's port inside its container.
-pub const OLLAMA_CONTAINER_PORT: u16 = 11434;
-
-/// The stack's Ollama container as reachable from this host: a running
-/// container of the project whose role is ollama (label `io.stackpilot.role`,
-/// else guessed from its image as the compose model does), and the host port
-/// published for its port 11434. None when the engine cannot be reached or
-/// the project has no such container.
-pub async fn compose_published_url(app: &App) -> Option<String> {
-    let engine = app.docker().await.ok()?;
-    let containers = docker::list_containers(engine, Some(&app.stack.project))
-        .await
-        .ok()?;
-    containers
-        .iter()
-        .filter(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))
-        .filter(|c| {
-            let labels = c.labels.as_ref();
-            match labels.and_then(|l| l.get(docker::LABEL_ROLE)) {
-                Some(role) => Role::parse(role) == Some(Role::Ollama),
-                None => Role::from_image(c.image.as_deref().unwrap_or("")) == Role::Ollama,
-            }
-        })
-        .find_map(|c| published_url(c.ports.as_deref().unwrap_or_default()))
-}
-
-/// `http://<host>:<port>` for a port list's binding of 11434/tcp; a wildcard
-/// binding is reached on the loopback address.
-pub fn published_url(ports: &[bollard::models::PortSummary]) -> Option<String> {
-    let mut bound: Vec<(String, u16)> = ports
-        .iter()
-        .filter(|p| p.private_port == OLLAMA_CONTAINER_PORT)
-        .filter_map(|p| {
-            let host = match p.ip.as_deref().unwrap_or("") {
-                "" | "0.0.0.0" | "::" => "127.0.0.1".to_string(),
-                ip if ip.contains(':') => format!("[{ip}]"),
-                ip => ip.to_string(),
-            };
-            Some((host, p.public_port?))
-        })
-        .collect();
-    // IPv4 first (an engine lists 0.0.0.0 and :: for one -p), then by port.
-    bound.sort_by_key(|(h, p)| (h.starts_with('['), *p));
-    bound
-        .into_iter()
-        .next()
-        .map(|(h, p)| format!("http://{h}:{p}"))
-}
-
-/// Resolves the endpoint: OLLAMA_HOST, else the stack's service, else the default.
-pub async fn resolve(app: &App) -> Endpoint {
+/// Resolves the endpoint: OLLAMA_HOST, else the stack's service (its URL as
+/// the caller found it), else the default.
+pub fn resolve(stack_url: Option<String>) -> Endpoint {
     let env_set = std::env::var("OLLAMA_HOST")
         .map(|v| !v.trim().is_empty())
         .unwrap_or(false);
     if env_set {
         return Endpoint {
-            url: runtime_probe::ollama_url_from_env(),
+            url: ollama_probe::ollama_url_from_env(),
             source: EndpointSource::OllamaHost,
         };
     }
-    if let Ok(Some(url)) = tokio::time::timeout(CONNECT_TIMEOUT, compose_published_url(app)).await {
-        return Endpoint {
+    match stack_url {
+        Some(url) => Endpoint {
             url,
             source: EndpointSource::Compose,
-        };
-    }
-    Endpoint {
-        url: DEFAULT_OLLAMA_URL.to_string(),
-        source: EndpointSource::Default,
+        },
+        None => Endpoint {
+            url: DEFAULT_OLLAMA_URL.to_string(),
+            source: EndpointSource::Default,
+        },
     }
 }
 
@@ -271,7 +218,7 @@ pub fn error_message(body: &str) -> String {
     match serde_json::from_str::<Body>(body.trim()) {
         Ok(b) => b.error,
         Err(_) if body.trim().is_empty() => "(empty body)".to_string(),
-        Err(_) => crate::redact::cap(body.trim(), 300),
+        Err(_) => crate::domain::redact::cap(body.trim(), 300),
     }
 }
 
@@ -283,7 +230,7 @@ fn status_error(url: &str, what: &str, status: StatusCode, body: &str) -> ToolEr
     ))
     .evidence(format!(
         "{what} -> HTTP {status}: {}",
-        crate::redact::cap(body, 500)
+        crate::domain::redact::cap(body, 500)
     ))
 }
 
@@ -325,7 +272,7 @@ impl Ollama {
     /// Checks `/api/version` first: an unreachable Ollama is one clear error
     /// naming the URL tried, before any model request.
     pub async fn connect(endpoint: &Endpoint) -> Result<Self, ToolError> {
-        let probe = runtime_probe::probe_ollama(&endpoint.url, CONNECT_TIMEOUT).await;
+        let probe = ollama_probe::probe_ollama(&endpoint.url, CONNECT_TIMEOUT).await;
         let version = match (probe.reachable, probe.version) {
             (true, Some(v)) => v,
             _ => {
@@ -385,7 +332,7 @@ impl Ollama {
                 "Ollama at {} answered {what} with JSON this build does not understand: {e}",
                 self.url
             ))
-            .evidence(crate::redact::cap(&body, 500))
+            .evidence(crate::domain::redact::cap(&body, 500))
         })
     }
 
@@ -628,7 +575,10 @@ impl PullStream {
                 "Ollama at {} sent a pull line that is not Ollama's progress JSON: {e}",
                 self.url
             ))
-            .evidence(crate::redact::cap(&String::from_utf8_lossy(line), 300))),
+            .evidence(crate::domain::redact::cap(
+                &String::from_utf8_lossy(line),
+                300,
+            ))),
         }
     }
 }
@@ -642,7 +592,7 @@ pub fn facts_from_model_info(
     name: &str,
     weights_bytes: u64,
     info: &Map<String, Value>,
-) -> Option<crate::ops::model_catalogue::ModelFacts> {
+) -> Option<crate::domain::models::catalogue::ModelFacts> {
     let arch = info.get("general.architecture")?.as_str()?;
     let num = |key: &str| -> Option<u64> {
         match info.get(&format!("{arch}.{key}"))? {
@@ -663,7 +613,7 @@ pub fn facts_from_model_info(
         .or_else(|| Some(num("embedding_length")? / heads?))?;
     let max_context = num("context_length").unwrap_or(0);
     let to32 = |v: u64| u32::try_from(v).ok();
-    Some(crate::ops::model_catalogue::ModelFacts {
+    Some(crate::domain::models::catalogue::ModelFacts {
         name: name.to_string(),
         weights_bytes,
         layers: to32(layers)?,

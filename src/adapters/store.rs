@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ErrorKind, ToolError};
+use crate::domain::error::{ErrorKind, ToolError};
 
 /// Who holds the stack lock, written beside it so a waiter can say.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,7 +58,7 @@ pub async fn acquire_lock(
                 let holder = LockHolder {
                     pid: std::process::id(),
                     operation: operation.to_string(),
-                    since: crate::clock::now_rfc3339(),
+                    since: crate::adapters::clock::now_rfc3339(),
                 };
                 let _ = std::fs::write(
                     &holder_path,

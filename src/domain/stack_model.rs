@@ -1,0 +1,378 @@
+//! The stack model: the compose project as stackpilot reasons over it
+//! (services with their role, health, backup policy, named volumes, published
+//! ports and GPU reservations; stack-wide x-stackpilot settings), built from
+//! compose's own normalized output. Pure: the engine runs compose, this reads
+//! what it printed.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::error::ToolError;
+/// What a service is to stackpilot.
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Ollama,
+    Postgres,
+    Mongodb,
+    Qdrant,
+    Api,
+    Worker,
+    Volume,
+    Other,
+}
+
+impl Role {
+    pub const NAMES: [&'static str; 8] = [
+        "ollama", "postgres", "mongodb", "qdrant", "api", "worker", "volume", "other",
+    ];
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "ollama" => Role::Ollama,
+            "postgres" | "postgresql" => Role::Postgres,
+            "mongodb" | "mongo" => Role::Mongodb,
+            "qdrant" => Role::Qdrant,
+            "api" => Role::Api,
+            "worker" => Role::Worker,
+            "volume" => Role::Volume,
+            "other" => Role::Other,
+            _ => return None,
+        })
+    }
+
+    /// The default when neither a label nor an x-stackpilot block names one.
+    pub fn from_image(image: &str) -> Role {
+        let repo = image
+            .rsplit('/')
+            .next()
+            .unwrap_or(image)
+            .split([':', '@'])
+            .next()
+            .unwrap_or("");
+        match repo {
+            r if r.contains("ollama") => Role::Ollama,
+            r if r.contains("postgres") || r == "pgvector" => Role::Postgres,
+            r if r.contains("mongo") => Role::Mongodb,
+            r if r.contains("qdrant") => Role::Qdrant,
+            _ => Role::Other,
+        }
+    }
+
+    /// Services whose recreation can lose or interrupt data.
+    pub fn holds_data(self) -> bool {
+        matches!(
+            self,
+            Role::Ollama | Role::Postgres | Role::Mongodb | Role::Qdrant | Role::Volume
+        )
+    }
+}
+
+/// A port published on the host.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PublishedPort {
+    /// Host address ("" or 0.0.0.0 means every interface).
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: String,
+}
+
+/// One service of the resolved compose model.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct ServiceModel {
+    pub name: String,
+    pub image: Option<String>,
+    /// Has a `build` section (compose builds the image when it is missing).
+    pub build: bool,
+    pub pull_policy: Option<String>,
+    pub role: Role,
+    /// x-stackpilot health: an HTTP path (`/health`) or a command.
+    pub health: Option<String>,
+    /// x-stackpilot backup: `pg_dump`, `mongodump`, `volume` or `none`.
+    pub backup: Option<String>,
+    /// x-stackpilot `stop_during_backup` (label `io.stackpilot.stop_during_backup`):
+    /// stop the service while its volumes are copied, for a consistent copy.
+    #[serde(default)]
+    pub stop_during_backup: bool,
+    /// The service has a compose healthcheck.
+    pub healthcheck: bool,
+    /// Named volumes it mounts (compose names, before the project prefix).
+    pub named_volumes: Vec<String>,
+    pub ports: Vec<PublishedPort>,
+    /// Reserves an NVIDIA GPU (deploy.resources.reservations.devices).
+    pub gpu: bool,
+    pub profiles: Vec<String>,
+    /// Services this one depends on (compose starts them with it).
+    pub depends_on: Vec<String>,
+}
+
+/// Stack-wide settings from the top-level `x-stackpilot` block.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct StackSettings {
+    /// Absolute backup root (default `<stack>/backups`).
+    pub backup_root: PathBuf,
+    pub keep_last: u32,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    /// Image for volume backups when the service's own image has no `tar`
+    /// (x-stackpilot `backup_helper_image`; default `busybox:stable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_helper_image: Option<String>,
+}
+
+/// The resolved stack for one set of profiles.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct StackModel {
+    pub project: String,
+    pub profiles: Vec<String>,
+    /// By service name.
+    pub services: BTreeMap<String, ServiceModel>,
+    /// Top-level named volumes (compose names).
+    pub volumes: Vec<String>,
+    pub settings: StackSettings,
+}
+
+impl StackModel {
+    pub fn service(&self, name: &str) -> Result<&ServiceModel, ToolError> {
+        self.services.get(name).ok_or_else(|| {
+            ToolError::invalid(
+                "services",
+                format!(
+                    "unknown service `{}`",
+                    crate::domain::redact::cap(name, 100)
+                ),
+            )
+            .allowed(self.services.keys().cloned())
+        })
+    }
+
+    /// Services with a role, sorted by name.
+    pub fn with_role(&self, role: Role) -> Vec<&ServiceModel> {
+        self.services.values().filter(|s| s.role == role).collect()
+    }
+}
+
+fn str_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn port_of(v: &Value) -> Option<u16> {
+    str_of(v).and_then(|s| s.parse().ok())
+}
+
+/// Builds the stack model from compose's normalized JSON and YAML forms.
+pub fn model_from_config(
+    json: &Value,
+    yaml: &Value,
+    dir: &Path,
+    profiles: &[String],
+) -> StackModel {
+    let project = json.get("name").and_then(str_of).unwrap_or_default();
+    let mut services = BTreeMap::new();
+    if let Some(Value::Object(svcs)) = json.get("services") {
+        for (name, svc) in svcs {
+            let labels = svc.get("labels").cloned().unwrap_or(Value::Null);
+            let label = |k: &str| labels.get(k).and_then(str_of);
+            let x = yaml
+                .get("services")
+                .and_then(|s| s.get(name))
+                .and_then(|s| s.get("x-stackpilot"));
+            let xfield = |k: &str| x.and_then(|x| x.get(k)).and_then(str_of);
+            let image = svc.get("image").and_then(str_of);
+            let role = label("io.stackpilot.role")
+                .or_else(|| xfield("role"))
+                .and_then(|r| Role::parse(&r))
+                .unwrap_or_else(|| {
+                    image
+                        .as_deref()
+                        .map(Role::from_image)
+                        .unwrap_or(Role::Other)
+                });
+            let mut named_volumes: Vec<String> = svc
+                .get("volumes")
+                .and_then(Value::as_array)
+                .map(|vs| {
+                    vs.iter()
+                        .filter(|v| v.get("type").and_then(Value::as_str) == Some("volume"))
+                        .filter_map(|v| v.get("source").and_then(str_of))
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            named_volumes.sort();
+            named_volumes.dedup();
+            let mut ports: Vec<PublishedPort> = svc
+                .get("ports")
+                .and_then(Value::as_array)
+                .map(|ps| {
+                    ps.iter()
+                        .filter_map(|p| {
+                            Some(PublishedPort {
+                                host_ip: p.get("host_ip").and_then(str_of).unwrap_or_default(),
+                                host_port: p.get("published").and_then(port_of)?,
+                                container_port: p.get("target").and_then(port_of)?,
+                                protocol: p
+                                    .get("protocol")
+                                    .and_then(str_of)
+                                    .unwrap_or_else(|| "tcp".into()),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            ports.sort();
+            let gpu = svc
+                .pointer("/deploy/resources/reservations/devices")
+                .and_then(Value::as_array)
+                .is_some_and(|ds| {
+                    ds.iter().any(|d| {
+                        d.get("driver").and_then(Value::as_str) == Some("nvidia")
+                            || d.get("capabilities")
+                                .and_then(Value::as_array)
+                                .is_some_and(|c| c.iter().any(|c| c == "gpu"))
+                    })
+                });
+            let healthcheck = svc.get("healthcheck").is_some_and(|h| {
+                h.get("disable").and_then(Value::as_bool) != Some(true) && h.get("test").is_some()
+            });
+            services.insert(
+                name.clone(),
+                ServiceModel {
+                    name: name.clone(),
+                    image,
+                    build: svc.get("build").is_some(),
+                    pull_policy: svc.get("pull_policy").and_then(str_of),
+                    role,
+                    health: label("io.stackpilot.health").or_else(|| xfield("health")),
+                    backup: label("io.stackpilot.backup").or_else(|| xfield("backup")),
+                    stop_during_backup: label("io.stackpilot.stop_during_backup")
+                        .or_else(|| xfield("stop_during_backup"))
+                        .is_some_and(|v| matches!(v.trim(), "true" | "yes" | "1")),
+                    healthcheck,
+                    named_volumes,
+                    ports,
+                    gpu,
+                    profiles: svc
+                        .get("profiles")
+                        .and_then(Value::as_array)
+                        .map(|p| p.iter().filter_map(str_of).collect())
+                        .unwrap_or_default(),
+                    depends_on: svc
+                        .get("depends_on")
+                        .and_then(Value::as_object)
+                        .map(|d| d.keys().cloned().collect())
+                        .unwrap_or_default(),
+                },
+            );
+        }
+    }
+    let mut volumes: Vec<String> = json
+        .get("volumes")
+        .and_then(Value::as_object)
+        .map(|v| v.keys().cloned().collect())
+        .unwrap_or_default();
+    volumes.sort();
+    let xs = json
+        .get("x-stackpilot")
+        .or_else(|| yaml.get("x-stackpilot"));
+    let get_u32 = |k: &str, d: u32| {
+        xs.and_then(|x| {
+            x.get(k)
+                .or_else(|| x.get("retention").and_then(|r| r.get(k)))
+        })
+        .and_then(str_of)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+    };
+    let backup_root = xs
+        .and_then(|x| x.get("backup_root"))
+        .and_then(str_of)
+        .map(|p| dir.join(p))
+        .unwrap_or_else(|| dir.join("backups"));
+    StackModel {
+        project,
+        profiles: profiles.to_vec(),
+        services,
+        volumes,
+        settings: StackSettings {
+            backup_root,
+            keep_last: get_u32("keep_last", 7),
+            keep_daily: get_u32("keep_daily", 0),
+            keep_weekly: get_u32("keep_weekly", 0),
+            backup_helper_image: xs
+                .and_then(|x| x.get("backup_helper_image"))
+                .and_then(str_of)
+                .filter(|s| !s.trim().is_empty()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn roles_default_from_images() {
+        assert_eq!(Role::from_image("ollama/ollama:0.9.6"), Role::Ollama);
+        assert_eq!(Role::from_image("postgres:16-alpine"), Role::Postgres);
+        assert_eq!(
+            Role::from_image("docker.io/library/mongo:7.0"),
+            Role::Mongodb
+        );
+        assert_eq!(
+            Role::from_image("qdrant/qdrant:v1.13.6-unprivileged"),
+            Role::Qdrant
+        );
+        assert_eq!(
+            Role::from_image("registry.example/app@sha256:abc"),
+            Role::Other
+        );
+    }
+
+    #[test]
+    fn model_reads_labels_x_blocks_ports_volumes_and_gpus() {
+        let json = json!({
+            "name": "demo",
+            "services": {
+                "db": {"image": "local/pg", "labels": {"io.stackpilot.backup": "pg_dump"},
+                       "volumes": [{"type": "volume", "source": "pgdata", "target": "/data"}, {"type": "bind", "source": "/x", "target": "/y"}],
+                       "ports": [{"host_ip": "127.0.0.1", "published": "15432", "target": 5432, "protocol": "tcp"}],
+                       "healthcheck": {"test": ["CMD", "true"]}},
+                "llm": {"image": "ollama/ollama", "deploy": {"resources": {"reservations": {"devices": [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]}}}},
+                "web": {"image": "busybox", "labels": {"io.stackpilot.role": "api"}}
+            },
+            "volumes": {"pgdata": {}},
+            "x-stackpilot": {"backup_root": "./bk", "retention": {"keep_last": 3}, "backup_helper_image": "local/bb"}
+        });
+        let yaml = json!({"services": {"db": {"x-stackpilot": {"role": "postgres", "health": "pg_isready", "stop_during_backup": true}}}});
+        let m = model_from_config(&json, &yaml, Path::new("/stack"), &[]);
+        let db = &m.services["db"];
+        assert_eq!(db.role, Role::Postgres, "x-stackpilot block names the role");
+        assert_eq!(db.backup.as_deref(), Some("pg_dump"));
+        assert_eq!(db.health.as_deref(), Some("pg_isready"));
+        assert_eq!(db.named_volumes, ["pgdata"]);
+        assert_eq!(db.ports[0].host_port, 15432);
+        assert!(db.healthcheck);
+        assert!(m.services["llm"].gpu);
+        assert_eq!(m.services["llm"].role, Role::Ollama);
+        assert_eq!(m.services["web"].role, Role::Api);
+        assert_eq!(m.settings.backup_root, Path::new("/stack/bk"));
+        assert_eq!(m.settings.keep_last, 3);
+        assert_eq!(m.settings.backup_helper_image.as_deref(), Some("local/bb"));
+        assert!(db.stop_during_backup);
+        assert!(!m.services["web"].stop_during_backup);
+        assert_eq!(m.volumes, ["pgdata"]);
+    }
+}

@@ -1,0 +1,183 @@
+//! The engine port: the one way a tool reaches the running stack.
+//!
+//! A tool asks an [`Engine`] for the stack model, the instances of its
+//! services (containers on Compose, pods on Kubernetes), their details and
+//! logs, a process inside one of them (streamed stdin and stdout: what
+//! pg_dump, mongodump, pg_restore and tar need), a restart or recreate, and
+//! the named volumes. Backup, restore, health, recover, status and logs are
+//! written once against this trait and so work on every engine.
+//!
+//! What only one engine can do (compose's plan/apply of `up` and `down`)
+//! lives on that engine's own type (`compose::ComposeEngine`), which a tool
+//! reaches through `App::compose`.
+//!
+//! Engines import only `domain`; text that comes out of a container is
+//! returned as it is, and the tools redact it (they know the stack's secrets).
+pub mod compose;
+pub mod process;
+
+use async_trait::async_trait;
+
+use crate::domain::error::ToolError;
+use crate::domain::instance::{EngineFacts, Instance, InstanceDetail};
+use crate::domain::stack_model::StackModel;
+
+pub use process::{Chunk, ChunkSink, Exit, Finished, Process, RunError, Stdout};
+
+/// Which engine runs the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Compose,
+    Kubernetes,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Compose => "compose",
+            EngineKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// A short-lived helper with one of the stack's volumes mounted at `/data`
+/// (volume backups and restores, when the service's own image has no `tar`).
+#[derive(Debug, Clone)]
+pub struct HelperSpec {
+    pub image: String,
+    /// Replaces the image's entrypoint: the program and its arguments.
+    pub cmd: Vec<String>,
+    /// (engine volume name, read only)
+    pub volume: Option<(String, bool)>,
+    pub stdin: bool,
+}
+
+/// The port. Every method is bounded by the engine's own request timeout;
+/// callers that need a tighter bound wrap the call in `tokio::time::timeout`.
+#[async_trait]
+pub trait Engine: Send + Sync {
+    fn kind(&self) -> EngineKind;
+
+    /// Whether the engine answers now (readiness).
+    async fn ping(&self) -> Result<(), ToolError>;
+
+    /// The stack model for these profiles (none: the .env's COMPOSE_PROFILES).
+    async fn model(&self, profiles: &[String]) -> Result<StackModel, ToolError>;
+
+    /// The stack model for the default profiles, reused while the stack's
+    /// files are unchanged (health and recover call it on every poll).
+    async fn model_cached(&self) -> Result<StackModel, ToolError>;
+
+    /// Every instance of the project (running or not), one-offs flagged,
+    /// sorted by service then name.
+    async fn instances(&self) -> Result<Vec<Instance>, ToolError>;
+
+    /// One instance in detail; None when it is gone.
+    async fn inspect(&self, id: &str) -> Result<Option<InstanceDetail>, ToolError>;
+
+    /// What the engine is and has (GPU runtime, data root, local or remote).
+    async fn facts(&self) -> Result<EngineFacts, ToolError>;
+
+    /// The last `lines` lines of an instance's output (stdout and stderr as
+    /// the engine interleaves them), at most about `max_bytes`. Raw: the
+    /// caller redacts.
+    async fn logs_tail(
+        &self,
+        id: &str,
+        lines: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, ToolError>;
+
+    /// The instance's environment (`KEY=value`): connection settings such as
+    /// POSTGRES_USER, and the secret values tools must mask. Never echoed.
+    async fn environment(&self, id: &str) -> Result<Vec<String>, ToolError>;
+
+    /// Starts `cmd` (an argument list, no shell) inside a running instance,
+    /// stdout and stderr attached, stdin when asked.
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        env: Vec<String>,
+        stdin: bool,
+    ) -> Result<Process, ToolError>;
+
+    /// Restarts an instance (starts a stopped one). Without `stop_timeout_s`
+    /// the instance's own grace period applies.
+    async fn restart(&self, id: &str, stop_timeout_s: Option<i32>) -> Result<(), ToolError>;
+
+    async fn stop(&self, id: &str) -> Result<(), ToolError>;
+
+    async fn start(&self, id: &str) -> Result<(), ToolError>;
+
+    /// Replaces a service's instances with new ones from the current model
+    /// (compose `up --force-recreate --no-deps`; a rollout restart).
+    async fn recreate(&self, service: &str) -> Result<(), ToolError>;
+
+    /// The engine's name of one of the stack's named volumes.
+    async fn volume(&self, volume: &str) -> Result<String, ToolError>;
+
+    /// Whether an engine volume exists.
+    async fn volume_exists(&self, engine_volume: &str) -> Result<bool, ToolError>;
+
+    /// Instances (of any project) that mount an engine volume, sorted by name.
+    async fn volume_users(&self, engine_volume: &str) -> Result<Vec<Instance>, ToolError>;
+
+    async fn image_present(&self, image: &str) -> bool;
+
+    /// Starts a helper with a volume mounted; it is removed when its process
+    /// finishes or is dropped.
+    async fn helper(&self, spec: &HelperSpec) -> Result<Process, ToolError>;
+}
+
+/// The one running instance of a service that an exec goes into.
+pub async fn running_instance(engine: &dyn Engine, service: &str) -> Result<Instance, ToolError> {
+    service_instances(engine, service)
+        .await?
+        .into_iter()
+        .find(Instance::running)
+        .ok_or_else(|| {
+            ToolError::external(format!("service `{service}` has no running instance"))
+                .next_step("start the stack (compose_up), then call again")
+        })
+}
+
+/// A service's instances (running or not, one-offs left out), sorted by name.
+pub async fn service_instances(
+    engine: &dyn Engine,
+    service: &str,
+) -> Result<Vec<Instance>, ToolError> {
+    let mut out: Vec<Instance> = engine
+        .instances()
+        .await?
+        .into_iter()
+        .filter(|i| i.service == service && !i.one_off)
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The last `lines` lines of an instance's output as text (lossy UTF-8),
+/// within `max_bytes` (the end is kept), read within 3 s: a slow or failing
+/// engine gives a bracketed note instead. Raw: the caller redacts.
+pub async fn log_text(engine: &dyn Engine, id: &str, lines: usize, max_bytes: usize) -> String {
+    let read = engine.logs_tail(id, lines, max_bytes);
+    match tokio::time::timeout(std::time::Duration::from_secs(3), read).await {
+        Ok(Ok(raw)) => {
+            let text = String::from_utf8_lossy(&raw);
+            let kept: Vec<&str> = text.lines().collect();
+            let kept = kept[kept.len().saturating_sub(lines)..].join("\n");
+            crate::domain::redact::tail_bytes(&kept, max_bytes)
+        }
+        Ok(Err(e)) => format!("[reading logs failed: {}]", e.message),
+        Err(_) => "[log read timed out after 3 s]".to_string(),
+    }
+}
+
+/// The value of `key` in an environment list (the last one wins, as in a process).
+pub fn env_value(env: &[String], key: &str) -> Option<String> {
+    env.iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=').map(str::to_string))
+        .filter(|v| !v.is_empty())
+}

@@ -1,0 +1,359 @@
+//! The MCP face: tool and prompt routing over the registry, the per-call
+//! confirmer (elicitation, input-required, or token) and progress sink, and one
+//! audit line per mutating call. Transports (stdio, HTTP) serve this handler.
+pub mod audit;
+pub mod http;
+pub mod prompts;
+pub mod stdio;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequest,
+    ElicitRequestParams, ElicitationSchema, ErrorData, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InputRequest, InputRequests, InputRequiredResult, ListPromptsResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
+    ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{Peer, RequestContext, RoleServer};
+use rmcp::ServerHandler;
+use serde_json::Value;
+
+use crate::app::App;
+use crate::domain::error::{ErrorKind, ToolError};
+use crate::guard::token::Answer;
+use crate::guard::{Call, ConfirmMode, Confirmer, InputRetry, Progress, Reply};
+use crate::tools::def::ToolDef;
+use crate::tools::list;
+
+/// The key of our one elicitation in an input-required result.
+const CONFIRM_KEY: &str = "confirm";
+
+#[derive(Clone)]
+pub struct StackpilotServer {
+    app: Arc<App>,
+}
+
+impl StackpilotServer {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    fn visible(&self) -> Vec<&'static ToolDef> {
+        list::all()
+            .iter()
+            .copied()
+            .filter(|t| !self.app.mode.read_only || t.available_read_only())
+            .collect()
+    }
+}
+
+/// The form a person fills to confirm a plan; the same in both protocol eras.
+fn confirm_schema() -> Result<ElicitationSchema, String> {
+    serde_json::from_value(serde_json::json!({
+        "type": "object",
+        "properties": {
+            "confirm": {
+                "type": "boolean",
+                "title": "Run this plan",
+                "description": "Tick to run the plan described in the message."
+            }
+        },
+        "required": ["confirm"]
+    }))
+    .map_err(|e| e.to_string())
+}
+
+/// How long a person has to answer an elicitation (the confirm token's lifetime).
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+struct McpConfirmer {
+    peer: Peer<RoleServer>,
+    mode: ConfirmMode,
+}
+
+impl Confirmer for McpConfirmer {
+    fn mode(&self) -> ConfirmMode {
+        self.mode
+    }
+
+    fn ask(&self, text: String) -> BoxFuture<'_, Result<Answer, String>> {
+        Box::pin(async move {
+            let params = ElicitRequestParams::FormElicitationParams {
+                meta: None,
+                message: text,
+                requested_schema: confirm_schema()?,
+            };
+            let result = self
+                .peer
+                .create_elicitation_with_timeout(params, Some(ASK_TIMEOUT))
+                .await
+                .map_err(|e| e.to_string())?;
+            let value = serde_json::to_value(&result).map_err(|e| e.to_string())?;
+            answer_of(&value).ok_or_else(|| "the client answered without an action".to_string())
+        })
+    }
+}
+
+/// Sends a call's progress notifications in the order they were reported
+/// (MCP requires progress to increase): one forwarding task per call, made on
+/// the first report, ending when the call is dropped.
+struct McpProgress {
+    peer: Peer<RoleServer>,
+    token: Option<ProgressToken>,
+    tx: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ProgressNotificationParam>>,
+}
+
+impl McpProgress {
+    fn new(peer: Peer<RoleServer>, token: Option<ProgressToken>) -> Self {
+        Self {
+            peer,
+            token,
+            tx: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl Progress for McpProgress {
+    fn report(&self, progress: f64, total: Option<f64>, message: Option<String>) {
+        let Some(token) = self.token.clone() else {
+            return;
+        };
+        let tx = self.tx.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let peer = self.peer.clone();
+            tokio::spawn(async move {
+                while let Some(param) = rx.recv().await {
+                    let _ = peer.notify_progress(param).await;
+                }
+            });
+            tx
+        });
+        let mut param = ProgressNotificationParam::new(token, progress);
+        param.total = total;
+        param.message = message;
+        let _ = tx.send(param);
+    }
+}
+
+fn confirm_mode(context: &RequestContext<RoleServer>) -> ConfirmMode {
+    let elicitation = context
+        .client_capabilities()
+        .and_then(|c| c.elicitation)
+        .map(|e| e.form.is_some() || e.url.is_none())
+        .unwrap_or(false);
+    let modern = context
+        .protocol_version()
+        .map(|v| v >= ProtocolVersion::V_2026_07_28)
+        .unwrap_or(false);
+    match (elicitation, modern) {
+        (true, true) => ConfirmMode::InputRequired,
+        (true, false) => ConfirmMode::Elicit,
+        _ => ConfirmMode::TokenOnly,
+    }
+}
+
+fn answer_of(response: &Value) -> Option<Answer> {
+    match response.get("action").and_then(Value::as_str)? {
+        "accept" => {
+            let confirmed = response
+                .get("content")
+                .and_then(|c| c.get("confirm"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            Some(if confirmed {
+                Answer::Accept
+            } else {
+                Answer::Decline
+            })
+        }
+        "decline" => Some(Answer::Decline),
+        _ => Some(Answer::Cancel),
+    }
+}
+
+/// A tool failure as a result the agent can act on.
+pub fn error_result(err: &ToolError) -> CallToolResult {
+    let mut text = err.message.clone();
+    if let Some(step) = &err.next_step {
+        text.push_str(&format!("\nnext step: {step}"));
+    }
+    let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(serde_json::json!({ "error": err }));
+    result
+}
+
+fn done_result(value: Value) -> CallToolResult {
+    // The same JSON as text, for clients that read only `content`.
+    let text = serde_json::to_string(&value).unwrap_or_default();
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(value);
+    result
+}
+
+fn input_required(state: String, message: String) -> Result<InputRequiredResult, ErrorData> {
+    let schema = confirm_schema().map_err(|e| ErrorData::internal_error(e, None))?;
+    let mut requests = InputRequests::new();
+    requests.insert(
+        CONFIRM_KEY.to_string(),
+        InputRequest::Elicitation(ElicitRequest::new(
+            ElicitRequestParams::FormElicitationParams {
+                meta: None,
+                message,
+                requested_schema: schema,
+            },
+        )),
+    );
+    Ok(InputRequiredResult::new(Some(requests), Some(state)))
+}
+
+/// How a call ended, as metrics and logs name it: `ok`, `error`,
+/// `confirmation_required`, `declined` (or cancelled) or `input_required`.
+pub fn outcome_of(result: &Result<Reply, ToolError>) -> &'static str {
+    match result {
+        Err(_) => "error",
+        Ok(Reply::InputRequired { .. }) => "input_required",
+        Ok(Reply::Done(v)) if v.get("confirmation_required").is_some() => "confirmation_required",
+        Ok(Reply::Done(v)) if v.get("declined").is_some() => "declined",
+        Ok(Reply::Done(_)) => "ok",
+    }
+}
+
+/// Runs one tool for any face: counts it (metrics), logs one event with its
+/// duration and outcome, and writes the audit line for mutating tools.
+pub async fn run_tool(
+    def: &'static ToolDef,
+    call: Arc<Call>,
+    args: Value,
+) -> Result<Reply, ToolError> {
+    let started = Instant::now();
+    let audit_args = crate::domain::redact::redact_json(&args);
+    let result = (def.run)(call.clone(), args).await;
+    let elapsed = started.elapsed();
+    let outcome = outcome_of(&result);
+    call.app
+        .metrics
+        .tool_call(def.name, outcome, elapsed.as_secs_f64());
+    tracing::info!(
+        tool = def.name,
+        duration_ms = elapsed.as_millis() as u64,
+        outcome,
+        transport = call.app.mode.transport,
+        "tool call"
+    );
+    if def.mutating() {
+        audit::write(&call, def.name, audit_args, &result, elapsed);
+    }
+    result
+}
+
+impl ServerHandler for StackpilotServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_prompts().build())
+            .with_server_info(Implementation::new("stackpilot", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "stackpilot provisions and operates a local LLM stack on Docker Compose. Start with \
+                 detect_hardware and select_profile. Mutating tools plan first; destructive plans need a \
+                 person's confirmation (elicitation, or return the confirm_token after showing them the plan).",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(
+            self.visible()
+                .iter()
+                .map(|t| list::mcp_tool(t, self.app.mode.read_only))
+                .collect(),
+        ))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.visible()
+            .into_iter()
+            .find(|t| t.name == name)
+            .map(|t| list::mcp_tool(t, self.app.mode.read_only))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.to_string();
+        let Some(def) = list::find(&name) else {
+            let known: Vec<&str> = self.visible().iter().map(|t| t.name).collect();
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "unknown tool `{}`; tools: {}",
+                    crate::domain::redact::cap(&name, 100),
+                    known.join(", ")
+                ),
+                None,
+            ));
+        };
+        if self.app.mode.read_only && !def.available_read_only() {
+            let err = ToolError::new(
+                ErrorKind::NotAllowed,
+                format!("`{name}` changes the stack and this server runs with --read-only"),
+            )
+            .next_step("restart stackpilot without --read-only to use mutating tools");
+            return Ok(error_result(&err).into());
+        }
+        let retry = request.request_state.clone().map(|state| InputRetry {
+            state,
+            answer: request
+                .input_responses
+                .as_ref()
+                .and_then(|r| r.get(CONFIRM_KEY))
+                .and_then(answer_of),
+        });
+        let call = Arc::new(Call::new(
+            self.app.clone(),
+            def.name,
+            Arc::new(McpProgress::new(
+                context.peer.clone(),
+                context.meta.get_progress_token(),
+            )),
+            Arc::new(McpConfirmer {
+                peer: context.peer.clone(),
+                mode: confirm_mode(&context),
+            }),
+            context.ct.clone(),
+            retry,
+        ));
+        let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
+        match run_tool(def, call, args).await {
+            Ok(Reply::Done(value)) => Ok(done_result(value).into()),
+            Ok(Reply::InputRequired { state, message }) => {
+                Ok(input_required(state, message)?.into())
+            }
+            Err(err) => Ok(error_result(&err).into()),
+        }
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(
+            prompts::all().iter().map(|p| p.to_mcp()).collect(),
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        prompts::render(&request.name, request.arguments.as_ref())
+            .map(GetPromptResponse::from)
+            .map_err(|e| ErrorData::invalid_params(e.message, None))
+    }
+}

@@ -1,0 +1,3 @@
+//! Whether the stack works, and putting it right.
+pub mod health;
+pub mod recover;

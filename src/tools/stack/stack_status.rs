@@ -1,0 +1,113 @@
+//! stack_status: the per-service report compose_up returns, without changing
+//! anything. Read-only.
+//!
+//! One list of the project's instances through the engine port, then one
+//! concurrent inspect per instance; the compose CLI is not run, so a status
+//! costs milliseconds (the benchmark compares it with `docker compose ps`).
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::error::ToolError;
+use crate::guard::{Call, Reply};
+use crate::tools::def::{self, Hints, ToolDef};
+use crate::tools::stack::report::{self as stack_report, Counts, ServiceReport};
+
+/// Service names are compose names: short, no control characters.
+pub const MAX_SERVICES: usize = 64;
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// Report only these services; a named service without a container is reported as `missing`.
+    /// Default: every container of the project.
+    #[serde(default)]
+    pub services: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Output {
+    /// The compose project name.
+    pub project: String,
+    /// One entry per container, sorted by service.
+    pub services: Vec<ServiceReport>,
+    pub counts: Counts,
+    /// Every reported service is running, and healthy where it has a health check.
+    pub ready: bool,
+}
+
+pub static TOOL: ToolDef = ToolDef {
+    name: "stack_status",
+    title: "Stack status",
+    description: "Report every container of the stack's compose project: state, health, container \
+        id, image, published ports, restart count and start time, found by the compose project \
+        label through the Docker Engine API. Read-only and fast (no compose CLI). Use it before \
+        and after compose_up; a service that is not up is `missing` when named in `services`.",
+    hints: Hints {
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        open_world: false,
+    },
+    read_only_subset: false,
+    input_schema: def::input_schema::<Input>,
+    output_schema: def::output_schema::<Output>,
+    run: |call, args| Box::pin(run(call, args)),
+};
+
+/// Checks a list of service names: bounded, no duplicates, compose's characters.
+pub fn check_service_names(field: &str, names: &[String]) -> Result<BTreeSet<String>, ToolError> {
+    if names.len() > MAX_SERVICES {
+        return Err(ToolError::invalid(
+            field,
+            format!("at most {MAX_SERVICES} services"),
+        ));
+    }
+    let mut set = BTreeSet::new();
+    for (i, n) in names.iter().enumerate() {
+        let valid = !n.is_empty()
+            && n.len() <= 128
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            return Err(ToolError::invalid(
+                format!("{field}[{i}]"),
+                format!(
+                    "`{}` is not a compose service name (letters, digits, `_`, `-`, `.`)",
+                    crate::domain::redact::cap(n, 100)
+                ),
+            ));
+        }
+        set.insert(n.clone());
+    }
+    Ok(set)
+}
+
+async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
+    let input: Input = def::parse_args(args)?;
+    let services = input
+        .services
+        .as_deref()
+        .map(|s| check_service_names("services", s))
+        .transpose()?;
+    let out = status(&call, services.as_ref()).await?;
+    serde_json::to_value(out)
+        .map(Reply::Done)
+        .map_err(|e| ToolError::internal(e.to_string()))
+}
+
+pub async fn status(call: &Call, services: Option<&BTreeSet<String>>) -> Result<Output, ToolError> {
+    let project = call.app.stack.project.clone();
+    let engine = call.app.engine();
+    let containers = stack_report::service_containers(engine.instances().await?);
+    let (reports, _) = stack_report::collect(engine, &containers, services).await?;
+    Ok(Output {
+        project,
+        counts: Counts::of(&reports),
+        ready: !reports.is_empty() && reports.iter().all(ServiceReport::ready),
+        services: reports,
+    })
+}

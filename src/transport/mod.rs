@@ -1,3 +1,0 @@
-//! Transports: stdio and Streamable HTTP, both serving the same handler.
-pub mod http;
-pub mod stdio;
