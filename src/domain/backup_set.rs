@@ -150,7 +150,7 @@ impl Stamp {
     }
 
     pub fn rfc3339(&self) -> String {
-        crate::adapters::clock::unix_to_rfc3339(self.0.unix_timestamp())
+        crate::domain::time::unix_to_rfc3339(self.0.unix_timestamp())
     }
 
     pub fn unix(&self) -> i64 {

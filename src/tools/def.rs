@@ -21,6 +21,16 @@ pub struct Hints {
     pub open_world: bool,
 }
 
+impl Hints {
+    /// A tool that only reads: safe to retry, touches nothing outside the stack.
+    pub const READ_ONLY: Hints = Hints {
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        open_world: false,
+    };
+}
+
 pub type RunFn = fn(Arc<Call>, Value) -> BoxFuture<'static, Result<Reply, ToolError>>;
 
 pub struct ToolDef {

@@ -34,11 +34,15 @@ pub struct KvMemoryEffect {
     pub need_delta_bytes: i64,
     pub fits_before: bool,
     pub fits_after: bool,
-    /// One line with the numbers, the fit included (what usable memory is
-    /// now): for the output and warnings.
+    /// One line with the numbers, for a plan step's detail.
+    // (The fit verdict and usable memory in it change second by second: plans
+    // take `plan_line` instead.)
     pub summary: String,
     /// The same without what changes second by second (usable memory, the
-    /// fit verdict): what a plan and its digest may hold.
+    /// fit verdict): what a plan and its digest may hold. Not in the output
+    /// (`summary` is).
+    #[serde(skip)]
+    #[schemars(skip)]
     pub plan_line: String,
 }
 

@@ -483,9 +483,22 @@ pub(crate) async fn backup_targets(
         };
         match result {
             Ok(entry) => {
-                if let Ok(mut m) = meter.lock() {
-                    m.done += entry.bytes;
-                    m.current = None;
+                let what = match meter.lock() {
+                    Ok(mut m) => {
+                        m.done += entry.bytes;
+                        let what = m.current.take().map(|(w, _)| w);
+                        Some((m.done, what.unwrap_or_else(|| entry.file.clone())))
+                    }
+                    Err(_) => None,
+                };
+                // Each finished file is reported at once, so a dump shorter
+                // than the ticker's second still shows its bytes.
+                if let Some((done, what)) = what {
+                    progress.report(
+                        done as f64,
+                        None,
+                        Some(format!("{done} bytes written ({what})")),
+                    );
                 }
                 created.push(entry.file.clone());
                 entries.push(entry);

@@ -93,12 +93,7 @@ pub static TOOL: ToolDef = ToolDef {
         time, services, files with sizes and sha256, whether every file is present. Also reports \
         invalid manifests, .partial files and files no manifest lists (never touched), and the \
         retention defaults prune_backups applies.",
-    hints: Hints {
-        read_only: true,
-        destructive: false,
-        idempotent: true,
-        open_world: false,
-    },
+    hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,
     output_schema: def::output_schema::<Output>,

@@ -82,12 +82,7 @@ pub static TOOL: ToolDef = ToolDef {
         directory counts; a mongodump archive gunzips, starts with the archive magic, and passes \
         `mongorestore --dryRun` when the service runs. Sets live under \
         <backup root>/<project>/<set id>.manifest.json.",
-    hints: Hints {
-        read_only: true,
-        destructive: false,
-        idempotent: true,
-        open_world: false,
-    },
+    hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,
     output_schema: def::output_schema::<Output>,

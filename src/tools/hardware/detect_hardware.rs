@@ -39,12 +39,7 @@ pub static TOOL: ToolDef = ToolDef {
         (NVIDIA via NVML, AMD via sysfs, Apple Silicon), free disk for the stack, and the runtime: \
         Docker engine, Compose v2, NVIDIA container runtime, Ollama. Absent pieces are reported \
         with a reason, never raised. Read-only; feed the result to select_profile.",
-    hints: Hints {
-        read_only: true,
-        destructive: false,
-        idempotent: true,
-        open_world: false,
-    },
+    hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,
     output_schema: def::output_schema::<HardwareReport>,

@@ -111,12 +111,7 @@ pub static TOOL: ToolDef = ToolDef {
         (healthy, degraded, unhealthy, stopped, missing) with evidence and a hint naming the tool \
         to call (recover, compose_up, select_profile, prune_backups); the stack gets an overall \
         verdict. Logs only when asked (logs_tail). Read-only.",
-    hints: Hints {
-        read_only: true,
-        destructive: false,
-        idempotent: true,
-        open_world: false,
-    },
+    hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,
     output_schema: def::output_schema::<HealthReport>,

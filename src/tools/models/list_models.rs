@@ -82,12 +82,7 @@ pub static TOOL: ToolDef = ToolDef {
     description: "List the models in Ollama with size, quantization, family, parameter size and \
         trained context (/api/tags, /api/show), joined with what is loaded now (/api/ps): memory, \
         share on the GPU, served context length and expiry. Read-only.",
-    hints: Hints {
-        read_only: true,
-        destructive: false,
-        idempotent: true,
-        open_world: false,
-    },
+    hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,
     output_schema: def::output_schema::<Output>,

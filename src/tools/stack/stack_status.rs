@@ -46,12 +46,7 @@ pub static TOOL: ToolDef = ToolDef {
         id, image, published ports, restart count and start time, found by the compose project \
         label through the Docker Engine API. Read-only and fast (no compose CLI). Use it before \
         and after compose_up; a service that is not up is `missing` when named in `services`.",
-    hints: Hints {
-        read_only: true,
-        destructive: false,
-        idempotent: true,
-        open_world: false,
-    },
+    hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,
     output_schema: def::output_schema::<Output>,
