@@ -1,0 +1,500 @@
+#!/usr/bin/env bash
+# The REAL Ollama server and a real OCI registry (CNCF Distribution) for stackpilot's tests,
+# built from their Go modules, with a small real model seeded into the registry. Nothing built
+# or fetched lives in the repository: binaries in ${PEERS_CACHE} (keyed by version), rootfs,
+# registry storage and logs in ${PEERS_WORK}.
+#
+# Usage: scripts/peers/ollama.sh [SUBCOMMAND]
+#   build            Ollama binary + registry binary (go install) and, when a Docker engine
+#                    answers, the images stackpilot-test/ollama:<v> and stackpilot-test/registry:<v>
+#   registry-start   start the registry on 127.0.0.1 (pid and address recorded); no-op if running
+#   registry-stop    stop it (by its recorded pid)
+#   registry-status  say whether it runs, and where
+#   seed             smollm2:135m created from the test GGUF and pushed into the registry
+#                    (starts the registry if needed; a no-op when the registry already has it)
+#   env              print the `export KEY=VALUE` lines (after start)
+#   start (default)  build + registry-start + seed, then write the env file
+#
+# Exit status: 0 ready; 3 not available outside CI (reason on stderr); 1 anything missing
+# under CI=true (fail loudly). Each step prints how long it took; a warm run costs ~nothing.
+#
+# The env file (${SP_RUN_DIR}/peers-ollama.env) holds `export KEY=VALUE` lines:
+#   STACKPILOT_TEST_OLLAMA_BIN       the real ollama binary (run `serve` with your own OLLAMA_HOST/OLLAMA_MODELS)
+#   STACKPILOT_TEST_OLLAMA_VERSION   its version (/api/version answers it)
+#   STACKPILOT_TEST_OLLAMA_IMAGE     stackpilot-test/ollama:<version> (only when Docker answered)
+#   STACKPILOT_TEST_REGISTRY         host:port of the registry on 127.0.0.1 (plain HTTP: pull with insecure)
+#   STACKPILOT_TEST_REGISTRY_MODEL   the seeded model's path in it: library/smollm2:135m
+#                                    (pull "$STACKPILOT_TEST_REGISTRY/$STACKPILOT_TEST_REGISTRY_MODEL")
+#   STACKPILOT_TEST_REGISTRY_IMAGE   stackpilot-test/registry:<version> (only when Docker answered): a
+#                                    compose service on the stack's network, :5000, for Ollama containers
+#   STACKPILOT_TEST_REGISTRY_DATA    the seeded storage: mount it read-only at /var/lib/registry
+#
+# Environment knobs: STACKPILOT_PEERS_OLLAMA_VERSION (default 0.11.4), STACKPILOT_PEERS_CACHE
+# (default /var/cache/stackpilot-peers), STACKPILOT_PEERS_WORK (default /var/tmp/stackpilot-peers),
+# STACKPILOT_TEST_REGISTRY_PORT (default 15000; the next free one up to +99 is taken if busy),
+# CI=true (fail instead of skip), DOCKER_HOST (as test-env.sh exports it).
+
+set -euo pipefail
+
+OLLAMA_VERSION="${STACKPILOT_PEERS_OLLAMA_VERSION:-0.11.4}"
+OLLAMA_MODULE=github.com/ollama/ollama
+REGISTRY_VERSION=3.0.0
+REGISTRY_MODULE=github.com/distribution/distribution/v3/cmd/registry
+# A modest -march: SSE4.2/POPCNT, runs on any x86-64 machine of the last decade.
+OLLAMA_CGO_FLAGS="-O2 -march=x86-64-v2"
+
+PEERS_CACHE="${STACKPILOT_PEERS_CACHE:-/var/cache/stackpilot-peers}"
+PEERS_WORK="${STACKPILOT_PEERS_WORK:-/var/tmp/stackpilot-peers}"
+OLLAMA_DIR="${PEERS_CACHE}/ollama-${OLLAMA_VERSION}"
+OLLAMA_BIN="${OLLAMA_DIR}/ollama"
+REGISTRY_DIR="${PEERS_CACHE}/registry-${REGISTRY_VERSION}"
+REGISTRY_BIN="${REGISTRY_DIR}/registry"
+
+OLLAMA_IMAGE="stackpilot-test/ollama:${OLLAMA_VERSION}"
+REGISTRY_IMAGE="stackpilot-test/registry:${REGISTRY_VERSION}"
+# Packages the Ollama image's rootfs gets on top of debootstrap's minbase (libc6, libgcc-s1 are
+# in minbase; the binary links libstdc++, libm, libgcc_s, libc: see `ldd`).
+OLLAMA_BASE_PACKAGES="libstdc++6,ca-certificates"
+OLLAMA_BASE_SUITE=bookworm
+
+REG_PORT_DEFAULT="${STACKPILOT_TEST_REGISTRY_PORT:-15000}"
+REG_DIR="${PEERS_WORK}/registry"
+REG_DATA="${REG_DIR}/data"
+REG_CONFIG="${REG_DIR}/config.yml"
+REG_LOG="${REG_DIR}/registry.log"
+REG_PIDFILE="${REG_DIR}/registry.pid"
+REG_ADDRFILE="${REG_DIR}/registry.addr"
+
+# The seeded model: SmolLM2-135M-Instruct Q4_1 (scripts/fetch-test-model.sh), whose sha256 is the
+# digest of the model layer Ollama pushes.
+SEED_REPO=library/smollm2
+SEED_TAG=135m
+SEED_GGUF_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+
+if [[ $(id -u) -eq 0 ]]; then
+    SP_RUN_DIR=/run/stackpilot-test
+else
+    SP_RUN_DIR="${XDG_RUNTIME_DIR:-/tmp}/stackpilot-test-$(id -u)"
+fi
+ENV_FILE="${SP_RUN_DIR}/peers-ollama.env"
+LOCK_FILE="${PEERS_WORK}/lock"
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+IMAGES_SRC="${REPO_ROOT}/tests/images"
+
+log() { printf 'peers/ollama: %s\n' "$*" >&2; }
+
+# Not available: fail under CI, skip (exit 3) elsewhere.
+unavailable() {
+    if [[ "${CI:-}" == "true" ]]; then
+        printf 'peers/ollama: FATAL (CI=true): %s\n' "$*" >&2
+        exit 1
+    fi
+    printf 'peers/ollama: WARNING: %s; tests against the real Ollama will be skipped (exit 3)\n' "$*" >&2
+    exit 3
+}
+
+# step NAME CMD...: run CMD, print how long it took.
+step() {
+    local name=$1; shift
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@"
+    t1=$(date +%s.%N)
+    log "$(awk -v a="${t0}" -v b="${t1}" -v n="${name}" 'BEGIN{printf "step %-22s %7.2fs", n, b-a}')"
+}
+
+hash16() { sha256sum | cut -c1-16; }
+
+# Hash of tests/images/<name>/ (the recipe): an image built from another recipe is stale.
+src_hash() {
+    (cd "${IMAGES_SRC}/$1" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | hash16)
+}
+
+docker_answers() { command -v docker >/dev/null && timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+pid_is() {
+    # pid_is PIDFILE WORD: the recorded pid runs and its command line contains WORD.
+    local pid
+    [[ -r "$1" ]] || return 1
+    pid=$(cat "$1")
+    [[ "${pid}" =~ ^[0-9]+$ && -r "/proc/${pid}/cmdline" ]] || return 1
+    tr '\0' ' ' <"/proc/${pid}/cmdline" | grep -q -- "$2"
+}
+
+port_free() {
+    # Nothing listens on 127.0.0.1:$1.
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# Binaries (go install into a cache directory keyed by version; a stamp records the flags)
+# ---------------------------------------------------------------------------------------------
+need_go() {
+    command -v go >/dev/null || unavailable "go is needed to build $1 (Go toolchain not on PATH)"
+}
+
+go_install() {
+    # go_install DIR STAMP LOG ENV... -- ARGS...: build into DIR unless DIR/.stamp equals STAMP.
+    local dir=$1 stamp=$2 buildlog=$3; shift 3
+    local envs=()
+    while [[ $1 != "--" ]]; do envs+=("$1"); shift; done
+    shift
+    mkdir -p "${dir}"
+    rm -f "${dir}/.stamp"
+    # Run outside any module (the clone's go.work/go.mod must not matter); nice: 2 shared cores.
+    if ! (cd /tmp && nice -n 10 env GOBIN="${dir}" GOFLAGS=-buildvcs=false "${envs[@]}" go install "$@") >"${buildlog}" 2>&1; then
+        grep -v '^go: downloading' "${buildlog}" | tail -n 30 >&2
+        return 1
+    fi
+    printf '%s\n' "${stamp}" >"${dir}/.stamp"
+}
+
+build_ollama_bin() {
+    local stamp="ollama ${OLLAMA_VERSION} cgo:${OLLAMA_CGO_FLAGS}"
+    if [[ -x "${OLLAMA_BIN}" && "$(cat "${OLLAMA_DIR}/.stamp" 2>/dev/null)" == "${stamp}" ]]; then
+        DONE+=("ollama-bin=cached"); return
+    fi
+    need_go "Ollama ${OLLAMA_VERSION}"
+    command -v gcc >/dev/null || unavailable "gcc is needed to build Ollama (cgo)"
+    command -v g++ >/dev/null || unavailable "g++ is needed to build Ollama (cgo)"
+    log "go install ${OLLAMA_MODULE}@v${OLLAMA_VERSION} (cgo, CPU backend; 7-15 min cold on 2 cores)"
+    go_install "${OLLAMA_DIR}" "${stamp}" "${PEERS_WORK}/build-ollama-${OLLAMA_VERSION}.log" \
+        CGO_ENABLED=1 "CGO_CFLAGS=${OLLAMA_CGO_FLAGS}" "CGO_CXXFLAGS=${OLLAMA_CGO_FLAGS}" -- \
+        -ldflags "-X github.com/ollama/ollama/version.Version=${OLLAMA_VERSION}" \
+        "${OLLAMA_MODULE}@v${OLLAMA_VERSION}" \
+        || unavailable "go install ${OLLAMA_MODULE}@v${OLLAMA_VERSION} failed (log ${PEERS_WORK}/build-ollama-${OLLAMA_VERSION}.log)"
+    DONE+=("ollama-bin=built")
+}
+
+build_registry_bin() {
+    local stamp="registry ${REGISTRY_VERSION} static"
+    if [[ -x "${REGISTRY_BIN}" && "$(cat "${REGISTRY_DIR}/.stamp" 2>/dev/null)" == "${stamp}" ]]; then
+        DONE+=("registry-bin=cached"); return
+    fi
+    need_go "the registry"
+    log "go install ${REGISTRY_MODULE}@v${REGISTRY_VERSION} (static, CGO_ENABLED=0)"
+    go_install "${REGISTRY_DIR}" "${stamp}" "${PEERS_WORK}/build-registry-${REGISTRY_VERSION}.log" \
+        CGO_ENABLED=0 -- "${REGISTRY_MODULE}@v${REGISTRY_VERSION}" \
+        || unavailable "go install ${REGISTRY_MODULE}@v${REGISTRY_VERSION} failed (log ${PEERS_WORK}/build-registry-${REGISTRY_VERSION}.log)"
+    DONE+=("registry-bin=built")
+}
+
+# ---------------------------------------------------------------------------------------------
+# Images (built only when missing or stale)
+# ---------------------------------------------------------------------------------------------
+# The Debian mirror from the machine's own apt configuration: the URIs of the deb822 stanza
+# that serves the suite, else the first `deb` line of sources.list. Never a hard-coded host.
+debian_mirror() {
+    local f=/etc/apt/sources.list.d/debian.sources uri=""
+    if [[ -r "${f}" ]]; then
+        uri=$(awk -v suite="${OLLAMA_BASE_SUITE}" '
+            function flush() { if (uris != "" && types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ")) { print uris; found = 1; exit } }
+            /^[ \t]*$/ { flush(); types = ""; uris = ""; suites = ""; next }
+            /^Types:/  { sub(/^Types:[ \t]*/, ""); types = $0 }
+            /^URIs:/   { sub(/^URIs:[ \t]*/, ""); uris = $1 }
+            /^Suites:/ { sub(/^Suites:[ \t]*/, ""); suites = $0 }
+            END { if (!found) flush() }' "${f}")
+    fi
+    if [[ -z "${uri}" && -r /etc/apt/sources.list ]]; then
+        uri=$(awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ } print $i; exit }' /etc/apt/sources.list)
+    fi
+    [[ -n "${uri}" ]] || return 1
+    printf '%s\n' "${uri}"
+}
+
+base_image_name() {
+    # The base's tag is a hash of what makes it: suite, packages, the cleanup below.
+    local h
+    h=$(printf '%s\n' "${OLLAMA_BASE_SUITE}" "${OLLAMA_BASE_PACKAGES}" "minbase" "cleanup-v1" | hash16 | cut -c1-12)
+    printf 'stackpilot-test/ollama-base:%s-%s\n' "${OLLAMA_BASE_SUITE}" "${h}"
+}
+
+build_ollama_base() {
+    local base=$1
+    if docker image inspect "${base}" >/dev/null 2>&1; then return; fi
+    [[ $(id -u) -eq 0 ]] || unavailable "debootstrap of the Ollama image's rootfs needs root"
+    command -v debootstrap >/dev/null || {
+        log "apt-get install debootstrap"
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends debootstrap >/dev/null \
+            || unavailable "apt-get install debootstrap failed"
+    }
+    local mirror root="${PEERS_WORK}/rootfs-ollama"
+    mirror=$(debian_mirror) || unavailable "no Debian mirror in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
+    rm -rf "${root}"; mkdir -p "${root}"
+    log "debootstrap --variant=minbase --include=${OLLAMA_BASE_PACKAGES} ${OLLAMA_BASE_SUITE} from ${mirror}"
+    debootstrap --variant=minbase --include="${OLLAMA_BASE_PACKAGES}" "${OLLAMA_BASE_SUITE}" "${root}" "${mirror}" \
+        >"${PEERS_WORK}/debootstrap-ollama.log" 2>&1 \
+        || { tail -n 20 "${PEERS_WORK}/debootstrap-ollama.log" >&2; unavailable "debootstrap of the Ollama rootfs failed"; }
+    rm -rf "${root}/var/cache/apt/archives/"*.deb "${root}/var/lib/apt/lists/"* \
+        "${root}/usr/share/doc/"* "${root}/usr/share/man/"* "${root}/usr/share/info/"* \
+        "${root}/usr/share/locale/"*
+    tar -C "${root}" --numeric-owner -c . | docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        - "${base}" >/dev/null || unavailable "docker import of the Ollama rootfs failed"
+    rm -rf "${root}"
+}
+
+# docker_build IMAGE CONTEXT LABEL [BUILD-ARGS...]: the classic builder (20.10 engine, no buildx).
+docker_build() {
+    local image=$1 ctx=$2 label=$3; shift 3
+    local errlog="${PEERS_WORK}/build-${image//[^a-zA-Z0-9]/_}.log"
+    if ! DOCKER_BUILDKIT=0 docker build -q "$@" --label "io.stackpilot.test.src=${label}" -t "${image}" "${ctx}" >"${errlog}" 2>&1; then
+        grep -v -e DEPRECATED -e 'legacy builder' -e BuildKit -e 'environment-variable' "${errlog}" | tail -n 30 >&2
+        return 1
+    fi
+    # The image this one replaced (stale recipe) is now dangling: drop it, and only it.
+    docker image prune -f --filter "label=io.stackpilot.test.src" >/dev/null 2>&1 || true
+}
+
+image_label() { docker image inspect -f '{{index .Config.Labels "io.stackpilot.test.src"}}' "$1" 2>/dev/null || true; }
+
+build_ollama_image() {
+    local base want
+    base=$(base_image_name)
+    # Key: version + recipe + the base's name (its recipe hash) + the stamp of the binary.
+    want=$( { echo "${OLLAMA_VERSION}"; src_hash ollama; echo "${base}"; cat "${OLLAMA_DIR}/.stamp"; } | hash16)
+    if [[ "$(image_label "${OLLAMA_IMAGE}")" == "${want}" ]]; then DONE+=("${OLLAMA_IMAGE}=cached"); return; fi
+    step "ollama base rootfs" build_ollama_base "${base}"
+    local ctx="${PEERS_WORK}/ctx-ollama"
+    rm -rf "${ctx}"; mkdir -p "${ctx}"
+    cp -a "${IMAGES_SRC}/ollama/." "${ctx}/"
+    cp "${OLLAMA_BIN}" "${ctx}/ollama"
+    docker_build "${OLLAMA_IMAGE}" "${ctx}" "${want}" --build-arg "BASE=${base}" \
+        || unavailable "docker build ${OLLAMA_IMAGE} failed"
+    rm -rf "${ctx}"
+    DONE+=("${OLLAMA_IMAGE}=built")
+}
+
+build_registry_image() {
+    local want
+    want=$( { echo "${REGISTRY_VERSION}"; src_hash registry; cat "${REGISTRY_DIR}/.stamp"; } | hash16)
+    if [[ "$(image_label "${REGISTRY_IMAGE}")" == "${want}" ]]; then DONE+=("${REGISTRY_IMAGE}=cached"); return; fi
+    local out
+    out=$(LC_ALL=C ldd "${REGISTRY_BIN}" 2>&1 || true)
+    [[ "${out}" == *"not a dynamic executable"* || "${out}" == *"statically linked"* ]] \
+        || unavailable "${REGISTRY_BIN} is not static (a FROM scratch image needs it): ${out}"
+    local ctx="${PEERS_WORK}/ctx-registry"
+    rm -rf "${ctx}"; mkdir -p "${ctx}"
+    cp -a "${IMAGES_SRC}/registry/." "${ctx}/"
+    cp "${REGISTRY_BIN}" "${ctx}/registry"
+    docker_build "${REGISTRY_IMAGE}" "${ctx}" "${want}" || unavailable "docker build ${REGISTRY_IMAGE} failed"
+    rm -rf "${ctx}"
+    DONE+=("${REGISTRY_IMAGE}=built")
+}
+
+cmd_build() {
+    step "ollama binary" build_ollama_bin
+    step "registry binary" build_registry_bin
+    if docker_answers; then
+        HAVE_DOCKER=1
+        step "image ollama" build_ollama_image
+        step "image registry" build_registry_image
+    else
+        HAVE_DOCKER=0
+        if [[ "${CI:-}" == "true" ]]; then
+            unavailable "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-<default>}): cannot build ${OLLAMA_IMAGE}"
+        fi
+        log "no Docker engine answers: images not built (binaries only)"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Registry on 127.0.0.1
+# ---------------------------------------------------------------------------------------------
+registry_addr() { cat "${REG_ADDRFILE}" 2>/dev/null; }
+
+registry_running() {
+    pid_is "${REG_PIDFILE}" "${REG_CONFIG}" || return 1
+    local addr; addr=$(registry_addr) || return 1
+    curl -sf -o /dev/null --max-time 5 "http://${addr}/v2/"
+}
+
+write_registry_config() {
+    # $1: host:port
+    cat >"${REG_CONFIG}" <<EOF
+# written by scripts/peers/ollama.sh: loopback only, plain HTTP, filesystem storage
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: ${REG_DATA}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: $1
+EOF
+}
+
+cmd_registry_start() {
+    mkdir -p "${REG_DATA}"
+    if registry_running; then
+        DONE+=("registry=running at $(registry_addr)"); return
+    fi
+    [[ -x "${REGISTRY_BIN}" ]] || unavailable "no registry binary at ${REGISTRY_BIN} (run: $0 build)"
+    local port=${REG_PORT_DEFAULT} last=$((REG_PORT_DEFAULT + 99))
+    while ! port_free "${port}"; do
+        port=$((port + 1))
+        [[ ${port} -le ${last} ]] || unavailable "no free port on 127.0.0.1 in ${REG_PORT_DEFAULT}-${last} for the registry"
+    done
+    write_registry_config "127.0.0.1:${port}"
+    # setsid + nohup: it outlives this script (tests use it); 9>&-: it must not hold the lock.
+    OTEL_TRACES_EXPORTER=none setsid nohup "${REGISTRY_BIN}" serve "${REG_CONFIG}" \
+        </dev/null >>"${REG_LOG}" 2>&1 9>&- &
+    echo $! >"${REG_PIDFILE}"
+    echo "127.0.0.1:${port}" >"${REG_ADDRFILE}"
+    for _ in $(seq 1 50); do
+        if registry_running; then DONE+=("registry=started at 127.0.0.1:${port} (pid $(cat "${REG_PIDFILE}"))"); return; fi
+        sleep 0.2
+    done
+    tail -n 20 "${REG_LOG}" >&2 || true
+    unavailable "the registry did not answer on 127.0.0.1:${port} within 10 s (log ${REG_LOG})"
+}
+
+cmd_registry_stop() {
+    if ! pid_is "${REG_PIDFILE}" "${REG_CONFIG}"; then
+        log "no registry recorded in ${REG_PIDFILE} is running; nothing to stop"
+        rm -f "${REG_PIDFILE}" "${REG_ADDRFILE}"
+        return 0
+    fi
+    local pid
+    pid=$(cat "${REG_PIDFILE}")
+    kill -TERM "${pid}"
+    for _ in $(seq 1 50); do [[ -d "/proc/${pid}" ]] || break; sleep 0.2; done
+    [[ -d "/proc/${pid}" ]] && kill -KILL "${pid}"
+    rm -f "${REG_PIDFILE}" "${REG_ADDRFILE}"
+    log "registry pid ${pid} stopped (storage ${REG_DATA} kept)"
+}
+
+cmd_registry_status() {
+    if registry_running; then
+        echo "running pid $(cat "${REG_PIDFILE}") at $(registry_addr) (storage ${REG_DATA})"
+    else
+        echo "not running"
+        return 1
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Seed: smollm2:135m created by the real Ollama and pushed into the registry
+# ---------------------------------------------------------------------------------------------
+MANIFEST_ACCEPT='Accept: application/vnd.docker.distribution.manifest.v2+json'
+
+seeded() {
+    local addr; addr=$(registry_addr) || return 1
+    curl -sf --max-time 10 -H "${MANIFEST_ACCEPT}" "http://${addr}/v2/${SEED_REPO}/manifests/${SEED_TAG}" 2>/dev/null \
+        | grep -q "sha256:${SEED_GGUF_SHA256}"
+}
+
+SEED_SERVE_PID=""
+stop_seed_serve() {
+    if [[ -n "${SEED_SERVE_PID}" && -d "/proc/${SEED_SERVE_PID}" ]]; then
+        kill -TERM "${SEED_SERVE_PID}" 2>/dev/null || true
+        wait "${SEED_SERVE_PID}" 2>/dev/null || true
+    fi
+    SEED_SERVE_PID=""
+}
+
+free_port() {
+    local p
+    for p in $(seq 21434 21533); do
+        if port_free "${p}"; then echo "${p}"; return 0; fi
+    done
+    return 1
+}
+
+cmd_seed() {
+    cmd_registry_start
+    if seeded; then DONE+=("seed=present (${SEED_REPO}:${SEED_TAG})"); return; fi
+    [[ -x "${OLLAMA_BIN}" ]] || unavailable "no ollama binary at ${OLLAMA_BIN} (run: $0 build)"
+    local gguf
+    gguf=$("${REPO_ROOT}/scripts/fetch-test-model.sh") || unavailable "scripts/fetch-test-model.sh could not provide the test GGUF"
+    local sd="${PEERS_WORK}/seed" port addr
+    addr=$(registry_addr)
+    rm -rf "${sd}"; mkdir -p "${sd}/models" "${sd}/home" "${sd}/create"
+    ln -s "${gguf}" "${sd}/create/model.gguf"
+    printf 'FROM ./model.gguf\n' >"${sd}/create/Modelfile"
+    port=$(free_port) || unavailable "no free port on 127.0.0.1 for a seeding ollama serve"
+    # A private server: its own models dir and HOME (its key pair), loopback only.
+    HOME="${sd}/home" OLLAMA_HOST="127.0.0.1:${port}" OLLAMA_MODELS="${sd}/models" \
+        "${OLLAMA_BIN}" serve >"${sd}/serve.log" 2>&1 9>&- &
+    SEED_SERVE_PID=$!
+    trap stop_seed_serve EXIT
+    for _ in $(seq 1 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:${port}/api/version" && break
+        [[ -d "/proc/${SEED_SERVE_PID}" ]] || break
+        sleep 0.1
+    done
+    curl -sf -o /dev/null "http://127.0.0.1:${port}/api/version" \
+        || { tail -n 20 "${sd}/serve.log" >&2; unavailable "the seeding ollama serve did not answer"; }
+    local name="${addr}/${SEED_REPO}:${SEED_TAG}"
+    (cd "${sd}/create" && HOME="${sd}/home" OLLAMA_HOST="127.0.0.1:${port}" \
+        "${OLLAMA_BIN}" create "${name}" -f Modelfile) >"${sd}/create.log" 2>&1 \
+        || { tail -c 2000 "${sd}/create.log" >&2; unavailable "ollama create ${name} failed"; }
+    HOME="${sd}/home" OLLAMA_HOST="127.0.0.1:${port}" "${OLLAMA_BIN}" push --insecure "${name}" \
+        >"${sd}/push.log" 2>&1 \
+        || { tail -c 2000 "${sd}/push.log" >&2; unavailable "ollama push --insecure ${name} failed"; }
+    stop_seed_serve
+    trap - EXIT
+    seeded || unavailable "the registry at ${addr} has no ${SEED_REPO}:${SEED_TAG} with layer sha256:${SEED_GGUF_SHA256} after the push"
+    rm -rf "${sd}"
+    DONE+=("seed=pushed ${name}")
+}
+
+# ---------------------------------------------------------------------------------------------
+env_lines() {
+    echo "export STACKPILOT_TEST_OLLAMA_BIN=${OLLAMA_BIN}"
+    echo "export STACKPILOT_TEST_OLLAMA_VERSION=${OLLAMA_VERSION}"
+    if [[ ${HAVE_DOCKER:-0} -eq 1 ]]; then
+        echo "export STACKPILOT_TEST_OLLAMA_IMAGE=${OLLAMA_IMAGE}"
+        echo "export STACKPILOT_TEST_REGISTRY_IMAGE=${REGISTRY_IMAGE}"
+    fi
+    echo "export STACKPILOT_TEST_REGISTRY=$(registry_addr)"
+    echo "export STACKPILOT_TEST_REGISTRY_MODEL=${SEED_REPO}:${SEED_TAG}"
+    echo "export STACKPILOT_TEST_REGISTRY_DATA=${REG_DATA}"
+}
+
+write_env() {
+    mkdir -p "${SP_RUN_DIR}"
+    local tmp="${ENV_FILE}.tmp.$$"
+    { echo "# written by scripts/peers/ollama.sh at $(date -u +%Y-%m-%dT%H:%M:%SZ)"; env_lines; } >"${tmp}"
+    mv "${tmp}" "${ENV_FILE}"
+}
+
+with_lock() {
+    mkdir -p "${PEERS_WORK}" "${PEERS_CACHE}" 2>/dev/null || unavailable "cannot create ${PEERS_WORK} or ${PEERS_CACHE} (uid $(id -u))"
+    { exec 9>>"${LOCK_FILE}"; } 2>/dev/null || unavailable "cannot open ${LOCK_FILE}"
+    flock -w 1800 9 || unavailable "timed out waiting for another scripts/peers/ollama.sh run"
+}
+
+main() {
+    local t0; t0=$(date +%s.%N)
+    DONE=()
+    HAVE_DOCKER=0
+    case "${1:-start}" in
+        build) with_lock; cmd_build ;;
+        registry-start) with_lock; step "registry start" cmd_registry_start ;;
+        registry-stop) with_lock; cmd_registry_stop; return ;;
+        registry-status) cmd_registry_status; return ;;
+        seed) with_lock; step "seed" cmd_seed ;;
+        env) if [[ -r "${ENV_FILE}" ]]; then grep '^export ' "${ENV_FILE}"; else echo "no ${ENV_FILE}; run $0 start" >&2; exit 1; fi; return ;;
+        start)
+            with_lock
+            cmd_build
+            step "registry start" cmd_registry_start
+            step "seed" cmd_seed
+            write_env
+            log "env:     ${ENV_FILE}"
+            ;;
+        -h|--help|help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; return ;;
+        *) echo "usage: $0 [start|build|registry-start|registry-stop|registry-status|seed|env]" >&2; exit 2 ;;
+    esac
+    [[ ${#DONE[@]} -eq 0 ]] || log "done:    ${DONE[*]}"
+    log "$(awk -v a="${t0}" -v b="$(date +%s.%N)" 'BEGIN{printf "ready in %.2fs", b-a}')"
+}
+
+main "$@"
