@@ -12,6 +12,8 @@
 #   registry-status  say whether it runs, and where
 #   seed             smollm2:135m created from the test GGUF and pushed into the registry
 #                    (starts the registry if needed; a no-op when the registry already has it)
+#   verify           end to end: an empty real Ollama pulls the seeded model from the registry
+#                    and generates 8 tokens, on the host and (Docker) in a compose stack
 #   env              print the `export KEY=VALUE` lines (after start)
 #   start (default)  build + registry-start + seed, then write the env file
 #
@@ -63,7 +65,8 @@ REG_DATA="${REG_DIR}/data"
 REG_CONFIG="${REG_DIR}/config.yml"
 REG_LOG="${REG_DIR}/registry.log"
 REG_PIDFILE="${REG_DIR}/registry.pid"
-REG_ADDRFILE="${REG_DIR}/registry.addr"
+REG_ADDRFILE="${REG_DIR}/registry.addr"   # line 1: registry, line 2: blob server
+BLOBS_PIDFILE="${REG_DIR}/blobs.pid"
 
 # The seeded model: SmolLM2-135M-Instruct Q4_1 (scripts/fetch-test-model.sh), whose sha256 is the
 # digest of the model layer Ollama pushes.
@@ -105,6 +108,16 @@ step() {
 }
 
 hash16() { sha256sum | cut -c1-16; }
+
+apt_install() {
+    [[ $(id -u) -eq 0 ]] || unavailable "installing $* needs root"
+    command -v apt-get >/dev/null || unavailable "apt-get not found; cannot install $*"
+    log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 \
+        || { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null 2>&1 \
+             && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@" >/dev/null; } \
+        || unavailable "apt-get install $* failed"
+}
 
 # Hash of tests/images/<name>/ (the recipe): an image built from another recipe is stale.
 src_hash() {
@@ -214,11 +227,7 @@ build_ollama_base() {
     local base=$1
     if docker image inspect "${base}" >/dev/null 2>&1; then return; fi
     [[ $(id -u) -eq 0 ]] || unavailable "debootstrap of the Ollama image's rootfs needs root"
-    command -v debootstrap >/dev/null || {
-        log "apt-get install debootstrap"
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends debootstrap >/dev/null \
-            || unavailable "apt-get install debootstrap failed"
-    }
+    command -v debootstrap >/dev/null || apt_install debootstrap
     local mirror root="${PEERS_WORK}/rootfs-ollama"
     mirror=$(debian_mirror) || unavailable "no Debian mirror in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
     rm -rf "${root}"; mkdir -p "${root}"
@@ -266,18 +275,33 @@ build_ollama_image() {
     DONE+=("${OLLAMA_IMAGE}=built")
 }
 
-build_registry_image() {
-    local want
-    want=$( { echo "${REGISTRY_VERSION}"; src_hash registry; cat "${REGISTRY_DIR}/.stamp"; } | hash16)
-    if [[ "$(image_label "${REGISTRY_IMAGE}")" == "${want}" ]]; then DONE+=("${REGISTRY_IMAGE}=cached"); return; fi
+is_static() {
     local out
-    out=$(LC_ALL=C ldd "${REGISTRY_BIN}" 2>&1 || true)
-    [[ "${out}" == *"not a dynamic executable"* || "${out}" == *"statically linked"* ]] \
-        || unavailable "${REGISTRY_BIN} is not static (a FROM scratch image needs it): ${out}"
+    out=$(LC_ALL=C ldd "$1" 2>&1 || true)
+    [[ "${out}" == *"not a dynamic executable"* || "${out}" == *"statically linked"* ]]
+}
+
+static_busybox() {
+    # The host's busybox when it is static (package busybox-static; test-env.sh installs it).
+    local b
+    for b in /bin/busybox /usr/bin/busybox; do
+        if [[ -x "${b}" ]] && is_static "${b}"; then echo "${b}"; return 0; fi
+    done
+    return 1
+}
+
+build_registry_image() {
+    local want bb
+    bb=$(static_busybox) || { apt_install busybox-static; bb=$(static_busybox); } \
+        || unavailable "no static busybox (package busybox-static) for ${REGISTRY_IMAGE}"
+    want=$( { echo "${REGISTRY_VERSION}"; src_hash registry; cat "${REGISTRY_DIR}/.stamp"; sha256sum <"${bb}"; } | hash16)
+    if [[ "$(image_label "${REGISTRY_IMAGE}")" == "${want}" ]]; then DONE+=("${REGISTRY_IMAGE}=cached"); return; fi
+    is_static "${REGISTRY_BIN}" || unavailable "${REGISTRY_BIN} is not static (a FROM scratch image needs it)"
     local ctx="${PEERS_WORK}/ctx-registry"
     rm -rf "${ctx}"; mkdir -p "${ctx}"
     cp -a "${IMAGES_SRC}/registry/." "${ctx}/"
     cp "${REGISTRY_BIN}" "${ctx}/registry"
+    cp "${bb}" "${ctx}/busybox"
     docker_build "${REGISTRY_IMAGE}" "${ctx}" "${want}" || unavailable "docker build ${REGISTRY_IMAGE} failed"
     rm -rf "${ctx}"
     DONE+=("${REGISTRY_IMAGE}=built")
@@ -300,20 +324,38 @@ cmd_build() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Registry on 127.0.0.1
+# Registry on 127.0.0.1, with its blob server
 # ---------------------------------------------------------------------------------------------
-registry_addr() { cat "${REG_ADDRFILE}" 2>/dev/null; }
+# Ollama 0.11.x pulls a blob only through a redirect to ANOTHER host name (it asks the registry
+# for the blob, expects 307 + Location, then fetches ranges from there); a registry that serves
+# the blob itself (200) fails the pull with "http: no Location header in response"
+# (ollama/ollama#7244, #9737). So the registry uses Distribution's `redirect` storage middleware:
+# blob GETs on 127.0.0.1:PORT answer 307 to http://localhost:BLOBS_PORT/<storage path>, where
+# busybox httpd (Range support) serves the same storage directory, read-only, on 127.0.0.1.
+registry_addr() { sed -n 1p "${REG_ADDRFILE}" 2>/dev/null; }
+blobs_addr() { sed -n 2p "${REG_ADDRFILE}" 2>/dev/null; }
+
+find_busybox() {
+    local b
+    for b in "$(command -v busybox 2>/dev/null || true)" /bin/busybox /usr/bin/busybox; do
+        if [[ -n "${b}" && -x "${b}" ]] && "${b}" httpd --help >/dev/null 2>&1; then echo "${b}"; return 0; fi
+    done
+    return 1
+}
 
 registry_running() {
     pid_is "${REG_PIDFILE}" "${REG_CONFIG}" || return 1
+    pid_is "${BLOBS_PIDFILE}" "${REG_DATA}" || return 1
     local addr; addr=$(registry_addr) || return 1
-    curl -sf -o /dev/null --max-time 5 "http://${addr}/v2/"
+    curl -sf -o /dev/null --max-time 5 "http://${addr}/v2/" || return 1
+    curl -s -o /dev/null --max-time 5 "http://$(blobs_addr)/" # any answer: it listens
 }
 
 write_registry_config() {
-    # $1: host:port
+    # $1: host:port of the registry, $2: base URL of the blob server it redirects blob GETs to.
     cat >"${REG_CONFIG}" <<EOF
-# written by scripts/peers/ollama.sh: loopback only, plain HTTP, filesystem storage
+# written by scripts/peers/ollama.sh: loopback only, plain HTTP, filesystem storage; blob GETs
+# answer 307 to the blob server ($2), which serves the same storage (see the script).
 version: 0.1
 log:
   level: info
@@ -325,9 +367,24 @@ storage:
   maintenance:
     uploadpurging:
       enabled: false
+middleware:
+  storage:
+    - name: redirect
+      options:
+        baseurl: $2
 http:
   addr: $1
 EOF
+}
+
+next_free_port() {
+    # next_free_port FROM: the first port >= FROM (up to +99) nothing listens on.
+    local port=$1 last=$(($1 + 99))
+    while ! port_free "${port}"; do
+        port=$((port + 1))
+        [[ ${port} -le ${last} ]] || return 1
+    done
+    echo "${port}"
 }
 
 cmd_registry_start() {
@@ -335,48 +392,97 @@ cmd_registry_start() {
     if registry_running; then
         DONE+=("registry=running at $(registry_addr)"); return
     fi
+    # A half-started pair (one of the two died): stop what is left, start both afresh.
+    stop_recorded "${REG_PIDFILE}" "${REG_CONFIG}" registry || true
+    stop_recorded "${BLOBS_PIDFILE}" "${REG_DATA}" "blob server" || true
     [[ -x "${REGISTRY_BIN}" ]] || unavailable "no registry binary at ${REGISTRY_BIN} (run: $0 build)"
-    local port=${REG_PORT_DEFAULT} last=$((REG_PORT_DEFAULT + 99))
-    while ! port_free "${port}"; do
-        port=$((port + 1))
-        [[ ${port} -le ${last} ]] || unavailable "no free port on 127.0.0.1 in ${REG_PORT_DEFAULT}-${last} for the registry"
-    done
-    write_registry_config "127.0.0.1:${port}"
-    # setsid + nohup: it outlives this script (tests use it); 9>&-: it must not hold the lock.
+    local bb port bport
+    bb=$(find_busybox) || {
+        apt_install busybox-static
+        bb=$(find_busybox) || unavailable "no busybox with httpd (package busybox-static) for the registry's blob server"
+    }
+    port=$(next_free_port "${REG_PORT_DEFAULT}") || unavailable "no free port on 127.0.0.1 from ${REG_PORT_DEFAULT} for the registry"
+    bport=$(next_free_port $((port + 1))) || unavailable "no free port on 127.0.0.1 after ${port} for the blob server"
+    write_registry_config "127.0.0.1:${port}" "http://localhost:${bport}/"
+    # setsid + nohup: they outlive this script (tests use them); 9>&-: they must not hold the lock.
+    setsid nohup "${bb}" httpd -f -p "127.0.0.1:${bport}" -h "${REG_DATA}" \
+        </dev/null >>"${REG_DIR}/blobs.log" 2>&1 9>&- &
+    echo $! >"${BLOBS_PIDFILE}"
     OTEL_TRACES_EXPORTER=none setsid nohup "${REGISTRY_BIN}" serve "${REG_CONFIG}" \
         </dev/null >>"${REG_LOG}" 2>&1 9>&- &
     echo $! >"${REG_PIDFILE}"
-    echo "127.0.0.1:${port}" >"${REG_ADDRFILE}"
+    printf '127.0.0.1:%s\n127.0.0.1:%s\n' "${port}" "${bport}" >"${REG_ADDRFILE}"
     for _ in $(seq 1 50); do
-        if registry_running; then DONE+=("registry=started at 127.0.0.1:${port} (pid $(cat "${REG_PIDFILE}"))"); return; fi
+        if registry_running; then
+            DONE+=("registry=started at 127.0.0.1:${port} (pid $(cat "${REG_PIDFILE}"); blobs 127.0.0.1:${bport} pid $(cat "${BLOBS_PIDFILE}"))")
+            return
+        fi
         sleep 0.2
     done
     tail -n 20 "${REG_LOG}" >&2 || true
     unavailable "the registry did not answer on 127.0.0.1:${port} within 10 s (log ${REG_LOG})"
 }
 
-cmd_registry_stop() {
-    if ! pid_is "${REG_PIDFILE}" "${REG_CONFIG}"; then
-        log "no registry recorded in ${REG_PIDFILE} is running; nothing to stop"
-        rm -f "${REG_PIDFILE}" "${REG_ADDRFILE}"
-        return 0
-    fi
+stop_recorded() {
+    # stop_recorded PIDFILE WORD NAME: stop the recorded process if its command line has WORD.
     local pid
-    pid=$(cat "${REG_PIDFILE}")
+    if ! pid_is "$1" "$2"; then rm -f "$1"; return 1; fi
+    pid=$(cat "$1")
     kill -TERM "${pid}"
     for _ in $(seq 1 50); do [[ -d "/proc/${pid}" ]] || break; sleep 0.2; done
-    [[ -d "/proc/${pid}" ]] && kill -KILL "${pid}"
-    rm -f "${REG_PIDFILE}" "${REG_ADDRFILE}"
-    log "registry pid ${pid} stopped (storage ${REG_DATA} kept)"
+    if [[ -d "/proc/${pid}" ]]; then kill -KILL "${pid}" || true; fi
+    rm -f "$1"
+    log "$3 pid ${pid} stopped"
+}
+
+cmd_registry_stop() {
+    local any=0
+    stop_recorded "${REG_PIDFILE}" "${REG_CONFIG}" registry && any=1
+    stop_recorded "${BLOBS_PIDFILE}" "${REG_DATA}" "blob server" && any=1
+    rm -f "${REG_ADDRFILE}"
+    if [[ ${any} -eq 0 ]]; then log "no registry recorded in ${REG_DIR} is running; nothing to stop"; fi
+    log "storage ${REG_DATA} kept"
 }
 
 cmd_registry_status() {
     if registry_running; then
-        echo "running pid $(cat "${REG_PIDFILE}") at $(registry_addr) (storage ${REG_DATA})"
+        echo "running pid $(cat "${REG_PIDFILE}") at $(registry_addr), blob server pid $(cat "${BLOBS_PIDFILE}") at $(blobs_addr) (storage ${REG_DATA})"
     else
         echo "not running"
         return 1
     fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# A private `ollama serve` on 127.0.0.1 (its own models dir and HOME, so its key pair too)
+# ---------------------------------------------------------------------------------------------
+SERVE_PID=""
+SERVE_PORT=""
+start_private_serve() {
+    # start_private_serve DIR: serve from DIR/models, HOME=DIR/home, log DIR/serve.log.
+    local dir=$1
+    mkdir -p "${dir}/models" "${dir}/home"
+    SERVE_PORT=$(next_free_port 21434) || unavailable "no free port on 127.0.0.1 for a private ollama serve"
+    HOME="${dir}/home" OLLAMA_HOST="127.0.0.1:${SERVE_PORT}" OLLAMA_MODELS="${dir}/models" \
+        "${OLLAMA_BIN}" serve >"${dir}/serve.log" 2>&1 9>&- &
+    SERVE_PID=$!
+    trap stop_private_serve EXIT
+    for _ in $(seq 1 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:${SERVE_PORT}/api/version" && return 0
+        [[ -d "/proc/${SERVE_PID}" ]] || break
+        sleep 0.1
+    done
+    tail -n 20 "${dir}/serve.log" >&2
+    unavailable "a private ollama serve (${OLLAMA_BIN}) did not answer on 127.0.0.1:${SERVE_PORT}"
+}
+
+stop_private_serve() {
+    if [[ -n "${SERVE_PID}" && -d "/proc/${SERVE_PID}" ]]; then
+        kill -TERM "${SERVE_PID}" 2>/dev/null || true
+        wait "${SERVE_PID}" 2>/dev/null || true
+    fi
+    SERVE_PID=""
+    trap - EXIT
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -390,59 +496,101 @@ seeded() {
         | grep -q "sha256:${SEED_GGUF_SHA256}"
 }
 
-SEED_SERVE_PID=""
-stop_seed_serve() {
-    if [[ -n "${SEED_SERVE_PID}" && -d "/proc/${SEED_SERVE_PID}" ]]; then
-        kill -TERM "${SEED_SERVE_PID}" 2>/dev/null || true
-        wait "${SEED_SERVE_PID}" 2>/dev/null || true
-    fi
-    SEED_SERVE_PID=""
-}
-
-free_port() {
-    local p
-    for p in $(seq 21434 21533); do
-        if port_free "${p}"; then echo "${p}"; return 0; fi
-    done
-    return 1
-}
-
 cmd_seed() {
     cmd_registry_start
+    seed_model
+}
+
+seed_model() {
     if seeded; then DONE+=("seed=present (${SEED_REPO}:${SEED_TAG})"); return; fi
     [[ -x "${OLLAMA_BIN}" ]] || unavailable "no ollama binary at ${OLLAMA_BIN} (run: $0 build)"
     local gguf
     gguf=$("${REPO_ROOT}/scripts/fetch-test-model.sh") || unavailable "scripts/fetch-test-model.sh could not provide the test GGUF"
-    local sd="${PEERS_WORK}/seed" port addr
+    local sd="${PEERS_WORK}/seed" addr name
     addr=$(registry_addr)
-    rm -rf "${sd}"; mkdir -p "${sd}/models" "${sd}/home" "${sd}/create"
+    name="${addr}/${SEED_REPO}:${SEED_TAG}"
+    rm -rf "${sd}"; mkdir -p "${sd}/create"
     ln -s "${gguf}" "${sd}/create/model.gguf"
+    # The chat template (ChatML) is detected from the GGUF's tokenizer.chat_template.
     printf 'FROM ./model.gguf\n' >"${sd}/create/Modelfile"
-    port=$(free_port) || unavailable "no free port on 127.0.0.1 for a seeding ollama serve"
-    # A private server: its own models dir and HOME (its key pair), loopback only.
-    HOME="${sd}/home" OLLAMA_HOST="127.0.0.1:${port}" OLLAMA_MODELS="${sd}/models" \
-        "${OLLAMA_BIN}" serve >"${sd}/serve.log" 2>&1 9>&- &
-    SEED_SERVE_PID=$!
-    trap stop_seed_serve EXIT
-    for _ in $(seq 1 100); do
-        curl -sf -o /dev/null "http://127.0.0.1:${port}/api/version" && break
-        [[ -d "/proc/${SEED_SERVE_PID}" ]] || break
-        sleep 0.1
-    done
-    curl -sf -o /dev/null "http://127.0.0.1:${port}/api/version" \
-        || { tail -n 20 "${sd}/serve.log" >&2; unavailable "the seeding ollama serve did not answer"; }
-    local name="${addr}/${SEED_REPO}:${SEED_TAG}"
-    (cd "${sd}/create" && HOME="${sd}/home" OLLAMA_HOST="127.0.0.1:${port}" \
+    start_private_serve "${sd}"
+    (cd "${sd}/create" && HOME="${sd}/home" OLLAMA_HOST="127.0.0.1:${SERVE_PORT}" \
         "${OLLAMA_BIN}" create "${name}" -f Modelfile) >"${sd}/create.log" 2>&1 \
         || { tail -c 2000 "${sd}/create.log" >&2; unavailable "ollama create ${name} failed"; }
-    HOME="${sd}/home" OLLAMA_HOST="127.0.0.1:${port}" "${OLLAMA_BIN}" push --insecure "${name}" \
+    HOME="${sd}/home" OLLAMA_HOST="127.0.0.1:${SERVE_PORT}" "${OLLAMA_BIN}" push --insecure "${name}" \
         >"${sd}/push.log" 2>&1 \
         || { tail -c 2000 "${sd}/push.log" >&2; unavailable "ollama push --insecure ${name} failed"; }
-    stop_seed_serve
-    trap - EXIT
+    stop_private_serve
     seeded || unavailable "the registry at ${addr} has no ${SEED_REPO}:${SEED_TAG} with layer sha256:${SEED_GGUF_SHA256} after the push"
     rm -rf "${sd}"
     DONE+=("seed=pushed ${name}")
+}
+
+# ---------------------------------------------------------------------------------------------
+# Verify: pull the seeded model into an empty real Ollama and generate 8 tokens, on the host
+# and (when Docker answers) in a compose stack: Ollama container + registry container.
+# ---------------------------------------------------------------------------------------------
+check_pull_generate() {
+    # check_pull_generate BASE_URL MODEL WHERE
+    local base=$1 model=$2 where=$3 out t0 t1 t2
+    t0=$(date +%s.%N)
+    out=$(curl -s --max-time 300 "${base}/api/pull" -d "{\"model\":\"${model}\",\"insecure\":true,\"stream\":false}")
+    [[ "${out}" == '{"status":"success"}' ]] || unavailable "${where}: pull ${model} answered: ${out}"
+    t1=$(date +%s.%N)
+    out=$(curl -s --max-time 300 "${base}/api/generate" \
+        -d "{\"model\":\"${model}\",\"prompt\":\"Say hello.\",\"stream\":false,\"options\":{\"num_predict\":8}}")
+    [[ "${out}" == *'"done":true'* && "${out}" == *'"eval_count":8'* ]] \
+        || unavailable "${where}: generate with ${model} answered: ${out:0:500}"
+    t2=$(date +%s.%N)
+    log "$(awk -v a="${t0}" -v b="${t1}" -v c="${t2}" -v w="${where}" 'BEGIN{printf "verify %s: pull %.2fs, load+generate 8 tokens %.2fs", w, b-a, c-b}')"
+}
+
+verify_host() {
+    local vd="${PEERS_WORK}/verify-host"
+    rm -rf "${vd}"
+    start_private_serve "${vd}"
+    check_pull_generate "http://127.0.0.1:${SERVE_PORT}" "$(registry_addr)/${SEED_REPO}:${SEED_TAG}" "host"
+    stop_private_serve
+    rm -rf "${vd}"
+    DONE+=("verify-host=ok")
+}
+
+verify_compose() {
+    local vd="${PEERS_WORK}/verify-compose" port project=stackpilot-peers-verify
+    docker compose version >/dev/null 2>&1 || unavailable "docker compose (v2) is missing: run scripts/test-env.sh first"
+    rm -rf "${vd}"; mkdir -p "${vd}"
+    port=$(next_free_port 21534) || unavailable "no free port on 127.0.0.1 for the Ollama container"
+    cat >"${vd}/compose.yml" <<EOF
+# The pattern for tests: Ollama and the registry on the stack's network; Ollama pulls
+# registry:5000/${SEED_REPO}:${SEED_TAG} (insecure); only Ollama's API is published, on 127.0.0.1.
+services:
+  ollama:
+    image: ${OLLAMA_IMAGE}
+    pull_policy: never
+    ports: ["127.0.0.1:${port}:11434"]
+  registry:
+    image: ${REGISTRY_IMAGE}
+    pull_policy: never
+    volumes: ["${REG_DATA}:/var/lib/registry:ro"]
+EOF
+    local dc=(docker compose -p "${project}" -f "${vd}/compose.yml")
+    "${dc[@]}" down -v >/dev/null 2>&1 || true
+    "${dc[@]}" up -d --wait >"${vd}/up.log" 2>&1 || { tail -n 20 "${vd}/up.log" >&2; unavailable "compose up of ${OLLAMA_IMAGE} + ${REGISTRY_IMAGE} failed"; }
+    for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:${port}/api/version" && break; sleep 0.1; done
+    check_pull_generate "http://127.0.0.1:${port}" "registry:5000/${SEED_REPO}:${SEED_TAG}" "compose"
+    "${dc[@]}" down -v >/dev/null 2>&1 || true
+    rm -rf "${vd}"
+    DONE+=("verify-compose=ok")
+}
+
+cmd_verify() {
+    cmd_seed
+    step "verify host" verify_host
+    if docker_answers; then
+        step "verify compose" verify_compose
+    elif [[ "${CI:-}" == "true" ]]; then
+        unavailable "no Docker engine answers: cannot verify ${OLLAMA_IMAGE}"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -481,17 +629,18 @@ main() {
         registry-stop) with_lock; cmd_registry_stop; return ;;
         registry-status) cmd_registry_status; return ;;
         seed) with_lock; step "seed" cmd_seed ;;
+        verify) with_lock; docker_answers && HAVE_DOCKER=1; cmd_verify ;;
         env) if [[ -r "${ENV_FILE}" ]]; then grep '^export ' "${ENV_FILE}"; else echo "no ${ENV_FILE}; run $0 start" >&2; exit 1; fi; return ;;
         start)
             with_lock
             cmd_build
             step "registry start" cmd_registry_start
-            step "seed" cmd_seed
+            step "seed" seed_model
             write_env
             log "env:     ${ENV_FILE}"
             ;;
         -h|--help|help) sed -n '2,/^$/p' "$0" | sed 's/^# \{0,1\}//'; return ;;
-        *) echo "usage: $0 [start|build|registry-start|registry-stop|registry-status|seed|env]" >&2; exit 2 ;;
+        *) echo "usage: $0 [start|build|registry-start|registry-stop|registry-status|seed|verify|env]" >&2; exit 2 ;;
     esac
     [[ ${#DONE[@]} -eq 0 ]] || log "done:    ${DONE[*]}"
     log "$(awk -v a="${t0}" -v b="$(date +%s.%N)" 'BEGIN{printf "ready in %.2fs", b-a}')"
