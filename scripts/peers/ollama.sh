@@ -34,7 +34,7 @@
 # Environment knobs: STACKPILOT_PEERS_OLLAMA_VERSION (default 0.11.4), STACKPILOT_PEERS_CACHE
 # (default /var/cache/stackpilot-peers), STACKPILOT_PEERS_WORK (default /var/tmp/stackpilot-peers),
 # STACKPILOT_TEST_REGISTRY_PORT (default 15000; the next free one up to +99 is taken if busy),
-# CI=true (fail instead of skip), DOCKER_HOST (as test-env.sh exports it).
+# CI=true (fail instead of skip), DOCKER_HOST (default: the one in scripts/test-env.sh's env file).
 
 set -euo pipefail
 
@@ -80,6 +80,11 @@ else
     SP_RUN_DIR="${XDG_RUNTIME_DIR:-/tmp}/stackpilot-test-$(id -u)"
 fi
 ENV_FILE="${SP_RUN_DIR}/peers-ollama.env"
+# The engine scripts/test-env.sh prepared, when the caller did not say which one to use.
+if [[ -z "${DOCKER_HOST:-}" && -r "${SP_RUN_DIR}/env" ]]; then
+    _dh=$(sed -n 's/^export DOCKER_HOST=//p' "${SP_RUN_DIR}/env")
+    if [[ -n "${_dh}" ]]; then export DOCKER_HOST="${_dh}"; fi
+fi
 LOCK_FILE="${PEERS_WORK}/lock"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -404,13 +409,8 @@ cmd_registry_start() {
     port=$(next_free_port "${REG_PORT_DEFAULT}") || unavailable "no free port on 127.0.0.1 from ${REG_PORT_DEFAULT} for the registry"
     bport=$(next_free_port $((port + 1))) || unavailable "no free port on 127.0.0.1 after ${port} for the blob server"
     write_registry_config "127.0.0.1:${port}" "http://localhost:${bport}/"
-    # setsid + nohup: they outlive this script (tests use them); 9>&-: they must not hold the lock.
-    setsid nohup "${bb}" httpd -f -p "127.0.0.1:${bport}" -h "${REG_DATA}" \
-        </dev/null >>"${REG_DIR}/blobs.log" 2>&1 9>&- &
-    echo $! >"${BLOBS_PIDFILE}"
-    OTEL_TRACES_EXPORTER=none setsid nohup "${REGISTRY_BIN}" serve "${REG_CONFIG}" \
-        </dev/null >>"${REG_LOG}" 2>&1 9>&- &
-    echo $! >"${REG_PIDFILE}"
+    daemon "${BLOBS_PIDFILE}" "${REG_DIR}/blobs.log" "${bb}" httpd -f -p "127.0.0.1:${bport}" -h "${REG_DATA}"
+    daemon "${REG_PIDFILE}" "${REG_LOG}" env OTEL_TRACES_EXPORTER=none "${REGISTRY_BIN}" serve "${REG_CONFIG}"
     printf '127.0.0.1:%s\n127.0.0.1:%s\n' "${port}" "${bport}" >"${REG_ADDRFILE}"
     for _ in $(seq 1 50); do
         if registry_running; then
@@ -421,6 +421,21 @@ cmd_registry_start() {
     done
     tail -n 20 "${REG_LOG}" >&2 || true
     unavailable "the registry did not answer on 127.0.0.1:${port} within 10 s (log ${REG_LOG})"
+}
+
+daemon() {
+    # daemon PIDFILE LOG CMD...: CMD in its own session, outliving this script (tests use it):
+    # stdin /dev/null, output appended to LOG, and no other inherited descriptor (not our lock,
+    # not a caller's pipe that someone waits on to close). Its pid goes to PIDFILE.
+    local pidfile=$1 logf=$2; shift 2
+    (
+        for fd in /proc/self/fd/*; do
+            fd=${fd##*/}
+            if [[ ${fd} -gt 2 ]]; then eval "exec ${fd}>&-" 2>/dev/null || true; fi
+        done
+        exec setsid "$@" </dev/null >>"${logf}" 2>&1
+    ) &
+    echo $! >"${pidfile}"
 }
 
 stop_recorded() {
