@@ -176,7 +176,7 @@ build_ollama_bin() {
     need_go "Ollama ${OLLAMA_VERSION}"
     command -v gcc >/dev/null || unavailable "gcc is needed to build Ollama (cgo)"
     command -v g++ >/dev/null || unavailable "g++ is needed to build Ollama (cgo)"
-    log "go install ${OLLAMA_MODULE}@v${OLLAMA_VERSION} (cgo, CPU backend; 7-15 min cold on 2 cores)"
+    log "go install ${OLLAMA_MODULE}@v${OLLAMA_VERSION} (cgo, CPU backend; about 4-8 min cold on 2 cores)"
     go_install "${OLLAMA_DIR}" "${stamp}" "${PEERS_WORK}/build-ollama-${OLLAMA_VERSION}.log" \
         CGO_ENABLED=1 "CGO_CFLAGS=${OLLAMA_CGO_FLAGS}" "CGO_CXXFLAGS=${OLLAMA_CGO_FLAGS}" -- \
         -ldflags "-X github.com/ollama/ollama/version.Version=${OLLAMA_VERSION}" \
@@ -588,14 +588,23 @@ services:
     pull_policy: never
     volumes: ["${REG_DATA}:/var/lib/registry:ro"]
 EOF
-    local dc=(docker compose -p "${project}" -f "${vd}/compose.yml")
+    VERIFY_DC=(docker compose -p "${project}" -f "${vd}/compose.yml")
+    local dc=("${VERIFY_DC[@]}")
     "${dc[@]}" down -v >/dev/null 2>&1 || true
+    trap verify_compose_down EXIT   # also when a check below fails and exits
     "${dc[@]}" up -d --wait >"${vd}/up.log" 2>&1 || { tail -n 20 "${vd}/up.log" >&2; unavailable "compose up of ${OLLAMA_IMAGE} + ${REGISTRY_IMAGE} failed"; }
     for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:${port}/api/version" && break; sleep 0.1; done
     check_pull_generate "http://127.0.0.1:${port}" "registry:5000/${SEED_REPO}:${SEED_TAG}" "compose"
-    "${dc[@]}" down -v >/dev/null 2>&1 || true
+    verify_compose_down
     rm -rf "${vd}"
     DONE+=("verify-compose=ok")
+}
+
+VERIFY_DC=()
+verify_compose_down() {
+    if [[ ${#VERIFY_DC[@]} -gt 0 ]]; then "${VERIFY_DC[@]}" down -v >/dev/null 2>&1 || true; fi
+    VERIFY_DC=()
+    trap - EXIT
 }
 
 cmd_verify() {
