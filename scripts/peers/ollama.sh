@@ -201,24 +201,22 @@ build_registry_bin() {
 # ---------------------------------------------------------------------------------------------
 # Images (built only when missing or stale)
 # ---------------------------------------------------------------------------------------------
-# The Debian mirror from the machine's own apt configuration: the URIs of the deb822 stanza
-# that serves the suite, else the first `deb` line of sources.list. Never a hard-coded host.
+# The Debian mirror this machine's apt uses, found as scripts/test-env.sh's debian_mirror finds it
+# (same logic, kept in step with it): the first `URIs:` of a deb822 source that is not the
+# security archive, else the first `deb` line of sources.list. Never a hard-coded host.
 debian_mirror() {
-    local f=/etc/apt/sources.list.d/debian.sources uri=""
-    if [[ -r "${f}" ]]; then
-        uri=$(awk -v suite="${OLLAMA_BASE_SUITE}" '
-            function flush() { if (uris != "" && types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ")) { print uris; found = 1; exit } }
-            /^[ \t]*$/ { flush(); types = ""; uris = ""; suites = ""; next }
-            /^Types:/  { sub(/^Types:[ \t]*/, ""); types = $0 }
-            /^URIs:/   { sub(/^URIs:[ \t]*/, ""); uris = $1 }
-            /^Suites:/ { sub(/^Suites:[ \t]*/, ""); suites = $0 }
-            END { if (!found) flush() }' "${f}")
-    fi
-    if [[ -z "${uri}" && -r /etc/apt/sources.list ]]; then
-        uri=$(awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ } print $i; exit }' /etc/apt/sources.list)
-    fi
-    [[ -n "${uri}" ]] || return 1
-    printf '%s\n' "${uri}"
+    local f uri
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -r "$f" ]] || continue
+        uri=$(awk 'tolower($1)=="uris:" { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }' "$f")
+        if [[ -n "${uri}" ]]; then echo "${uri%/}"; return 0; fi
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -r "$f" ]] || continue
+        uri=$(awk '$1=="deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($i !~ /security/) { print $i; exit } } }' "$f")
+        if [[ -n "${uri}" ]]; then echo "${uri%/}"; return 0; fi
+    done
+    return 1
 }
 
 base_image_name() {
@@ -234,7 +232,7 @@ build_ollama_base() {
     [[ $(id -u) -eq 0 ]] || unavailable "debootstrap of the Ollama image's rootfs needs root"
     command -v debootstrap >/dev/null || apt_install debootstrap
     local mirror root="${PEERS_WORK}/rootfs-ollama"
-    mirror=$(debian_mirror) || unavailable "no Debian mirror in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
+    mirror=$(debian_mirror) || unavailable "no Debian mirror in this machine's apt configuration (/etc/apt/sources.list.d/*.sources, /etc/apt/sources.list)"
     rm -rf "${root}"; mkdir -p "${root}"
     log "debootstrap --variant=minbase --include=${OLLAMA_BASE_PACKAGES} ${OLLAMA_BASE_SUITE} from ${mirror}"
     debootstrap --variant=minbase --include="${OLLAMA_BASE_PACKAGES}" "${OLLAMA_BASE_SUITE}" "${root}" "${mirror}" \
