@@ -3,7 +3,9 @@
 //! audit line per mutating call. Transports (stdio, HTTP) serve this handler.
 pub mod audit;
 pub mod http;
+pub mod jsonrpc;
 pub mod prompts;
+pub mod sessions;
 pub mod stdio;
 
 use std::sync::Arc;
