@@ -112,9 +112,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// is matched case-insensitively (RFC 7235).
 fn bearer(value: &str) -> Option<&str> {
     let (scheme, rest) = value.trim_start().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| rest.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
 fn deny(status: StatusCode, message: &str) -> Response {
@@ -169,10 +167,8 @@ async fn gatekeeper(State(gate): State<Gate>, request: Request, next: Next) -> R
                 StatusCode::UNAUTHORIZED,
                 "unauthorized: send Authorization: Bearer <token>",
             );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
     }
@@ -489,14 +485,16 @@ pub async fn serve(app: Arc<App>, opts: HttpOptions) -> anyhow::Result<()> {
         let stop = shutdown.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(Peer(peer));
-                let mut router = router.clone();
-                async move {
-                    use tower::Service;
-                    router.call(req.map(Body::new)).await
-                }
-            });
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(Peer(peer));
+                    let mut router = router.clone();
+                    async move {
+                        use tower::Service;
+                        router.call(req.map(Body::new)).await
+                    }
+                },
+            );
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())

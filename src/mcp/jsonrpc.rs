@@ -61,11 +61,7 @@ pub fn check(bytes: &[u8]) -> Frame {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            return Frame::Reply(error(
-                Value::Null,
-                PARSE_ERROR,
-                format!("parse error: {e}"),
-            ))
+            return Frame::Reply(error(Value::Null, PARSE_ERROR, format!("parse error: {e}")))
         }
     };
     let obj = match value {
@@ -87,8 +83,8 @@ pub fn check(bytes: &[u8]) -> Frame {
     };
     let id = usable_id(&obj);
     let has_id = obj.contains_key("id");
-    let is_response = !obj.contains_key("method")
-        && (obj.contains_key("result") || obj.contains_key("error"));
+    let is_response =
+        !obj.contains_key("method") && (obj.contains_key("result") || obj.contains_key("error"));
     // Who gets an answer: a request (it has an id); an id that is not a
     // string or integer makes the request invalid, answered with id null.
     let invalid = |message: String| -> Frame {
@@ -151,7 +147,9 @@ fn tools_call_params(params: Option<&Map<String, Value>>) -> Option<String> {
                 kind(other)
             ))
         }
-        None => return Some("invalid params: `params.name` is missing: name the tool to call".into()),
+        None => {
+            return Some("invalid params: `params.name` is missing: name the tool to call".into())
+        }
     }
     match params.get("arguments") {
         None | Some(Value::Null) | Some(Value::Object(_)) => None,
@@ -208,10 +206,19 @@ mod tests {
     fn bad_envelopes_are_invalid_requests_with_their_id() {
         for (frame, id) in [
             (r#"{"jsonrpc":"1.0","id":7,"method":"ping"}"#, json!(7)),
-            (r#"{"jsonrpc":"2.0","id":"a","method":"ping","params":[1]}"#, json!("a")),
-            (r#"{"jsonrpc":"2.0","id":8,"method":"ping","params":"x"}"#, json!(8)),
+            (
+                r#"{"jsonrpc":"2.0","id":"a","method":"ping","params":[1]}"#,
+                json!("a"),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":8,"method":"ping","params":"x"}"#,
+                json!(8),
+            ),
             (r#"{"jsonrpc":"2.0","id":9,"method":5}"#, json!(9)),
-            (r#"{"jsonrpc":"2.0","id":{"x":1},"method":"ping"}"#, Value::Null),
+            (
+                r#"{"jsonrpc":"2.0","id":{"x":1},"method":"ping"}"#,
+                Value::Null,
+            ),
             (r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, Value::Null),
             (r#"5"#, Value::Null),
         ] {
@@ -222,12 +229,30 @@ mod tests {
     #[test]
     fn bad_tools_call_params_name_the_field() {
         for (frame, field) in [
-            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"health","arguments":[]}}"#, "params.arguments"),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"health","arguments":"x"}}"#, "params.arguments"),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"health","arguments":5}}"#, "params.arguments"),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#, "params.name"),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#, "params.name"),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#, "params.name"),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"health","arguments":[]}}"#,
+                "params.arguments",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"health","arguments":"x"}}"#,
+                "params.arguments",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"health","arguments":5}}"#,
+                "params.arguments",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#,
+                "params.name",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}"#,
+                "params.name",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+                "params.name",
+            ),
         ] {
             match check(frame.as_bytes()) {
                 Frame::Reply(v) => {

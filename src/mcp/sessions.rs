@@ -296,7 +296,10 @@ mod tests {
         assert_eq!(idle_limit(l, 2), Duration::from_secs(300));
         assert_eq!(idle_limit(l, 8), Duration::from_secs(10));
         let mid = idle_limit(l, 5);
-        assert!(mid < Duration::from_secs(300) && mid > Duration::from_secs(10), "{mid:?}");
+        assert!(
+            mid < Duration::from_secs(300) && mid > Duration::from_secs(10),
+            "{mid:?}"
+        );
     }
 
     #[test]

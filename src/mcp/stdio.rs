@@ -100,7 +100,9 @@ where
         };
         match verdict {
             Frame::Forward => {
-                if to_rmcp.write_all(frame).await.is_err() || to_rmcp.write_all(b"\n").await.is_err() {
+                if to_rmcp.write_all(frame).await.is_err()
+                    || to_rmcp.write_all(b"\n").await.is_err()
+                {
                     return;
                 }
                 let _ = to_rmcp.flush().await;
