@@ -116,16 +116,7 @@ fn default_stack_dir() -> PathBuf {
 
 /// Logs go to stderr only: on stdio, stdout carries nothing but JSON-RPC.
 fn init_tracing(format: &str, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STACKPILOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    crate::adapters::logging::init(format, default_level);
 }
 
 pub fn main() -> ExitCode {

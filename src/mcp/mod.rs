@@ -233,6 +233,10 @@ pub async fn run_tool(
     let started = Instant::now();
     let audit_args = crate::domain::redact::redact_json(&args);
     let result = (def.run)(call.clone(), args).await;
+    // Nothing a tool returns carries a secret value stackpilot knows (the
+    // .env's, the compose model's, the instances'), whatever the shape.
+    let secrets = call.app.known_secrets();
+    let result = mask_reply(result, &secrets);
     let elapsed = started.elapsed();
     let outcome = outcome_of(&result);
     call.app
@@ -246,9 +250,33 @@ pub async fn run_tool(
         "tool call"
     );
     if def.mutating() {
+        let mut audit_args = audit_args;
+        crate::domain::redact::redact_json_strings(&mut audit_args, &secrets);
         audit::write(&call, def.name, audit_args, &result, elapsed);
     }
     result
+}
+
+/// Masks every secret value and shape in a tool's reply (outputs keep
+/// their structure, so they still match the tool's output schema).
+pub fn mask_reply(
+    result: Result<Reply, ToolError>,
+    secrets: &[String],
+) -> Result<Reply, ToolError> {
+    match result {
+        Ok(Reply::Done(mut value)) => {
+            crate::domain::redact::redact_json_strings(&mut value, secrets);
+            Ok(Reply::Done(value))
+        }
+        Ok(Reply::InputRequired { state, message }) => Ok(Reply::InputRequired {
+            state,
+            message: crate::domain::redact::mask(&message, secrets),
+        }),
+        Err(mut e) => {
+            e.redact(secrets);
+            Err(e)
+        }
+    }
 }
 
 impl ServerHandler for StackpilotServer {

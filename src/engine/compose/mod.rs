@@ -10,7 +10,7 @@ pub mod docker;
 pub mod exec;
 pub mod probe;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -18,6 +18,7 @@ use bollard::Docker;
 
 use crate::domain::error::ToolError;
 use crate::domain::instance::{EngineFacts, Instance, InstanceDetail, VolumeInfo};
+use crate::domain::redact::SecretBook;
 use crate::domain::stack::Stack;
 use crate::domain::stack_model::StackModel;
 use crate::engine::{Engine, EngineKind, HelperSpec, Process};
@@ -32,6 +33,9 @@ const RECREATE_LIMIT: Duration = Duration::from_secs(600);
 
 pub struct ComposeEngine {
     stack: Stack,
+    /// Secret values seen in containers' environments and the compose
+    /// model are learned here, so every output can be masked with them.
+    secrets: Arc<SecretBook>,
     /// Made on first use and kept (failures are not cached).
     docker: tokio::sync::OnceCell<Docker>,
     facts: Mutex<Option<(Instant, EngineFacts)>>,
@@ -39,9 +43,10 @@ pub struct ComposeEngine {
 
 impl ComposeEngine {
     /// Cheap: nothing is reached until a method needs it.
-    pub fn new(stack: Stack) -> Self {
+    pub fn new(stack: Stack, secrets: Arc<SecretBook>) -> Self {
         Self {
             stack,
+            secrets,
             docker: tokio::sync::OnceCell::new(),
             facts: Mutex::new(None),
         }
@@ -121,11 +126,15 @@ impl Engine for ComposeEngine {
     }
 
     async fn model(&self, profiles: &[String]) -> Result<StackModel, ToolError> {
-        self.cli()?.model(profiles).await
+        let model = self.cli()?.model(profiles).await?;
+        self.secrets.learn(model.secret_values.iter().cloned());
+        Ok(model)
     }
 
     async fn model_cached(&self) -> Result<StackModel, ToolError> {
-        self.cli()?.model_cached(&[]).await
+        let model = self.cli()?.model_cached(&[]).await?;
+        self.secrets.learn(model.secret_values.iter().cloned());
+        Ok(model)
     }
 
     async fn instances(&self) -> Result<Vec<Instance>, ToolError> {
@@ -133,7 +142,11 @@ impl Engine for ComposeEngine {
     }
 
     async fn inspect(&self, id: &str) -> Result<Option<InstanceDetail>, ToolError> {
-        docker::inspect(self.docker().await?, id).await
+        let detail = docker::inspect(self.docker().await?, id).await?;
+        if let Some(d) = &detail {
+            self.secrets.learn_env(&d.env);
+        }
+        Ok(detail)
     }
 
     async fn facts(&self) -> Result<EngineFacts, ToolError> {

@@ -1380,6 +1380,7 @@ mod tests {
                 keep_weekly: 0,
                 backup_helper_image: None,
             },
+            secret_values: Vec::new(),
         };
         for s in [
             svc("api", Role::Api, &[], &["pg", "ghost"]),
