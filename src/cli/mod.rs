@@ -495,7 +495,10 @@ async fn run_tool_command(cli: &Cli, argv: &[OsString]) -> ExitCode {
         ct,
         None,
     ));
-    let result = crate::mcp::run_tool(def, call, args).await;
+    let result = crate::mcp::run_tool(def, call.clone(), args).await;
+    for n in call.notices() {
+        eprintln!("note: {n}");
+    }
     let (value, code) = match result {
         Ok(Reply::Done(v)) => {
             let halted = v.get("confirmation_required").is_some() || v.get("declined").is_some();

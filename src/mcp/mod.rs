@@ -358,8 +358,18 @@ impl ServerHandler for StackpilotServer {
             retry,
         ));
         let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
-        match run_tool(def, call, args).await {
-            Ok(Reply::Done(value)) => Ok(done_result(value).into()),
+        let result = run_tool(def, call.clone(), args).await;
+        let notes = call.notices();
+        match result {
+            Ok(Reply::Done(value)) => {
+                let mut result = done_result(value);
+                // Notes go beside the structured output, never into it (its
+                // schema is the tool's).
+                for n in notes {
+                    result.content.push(ContentBlock::text(format!("note: {n}")));
+                }
+                Ok(result.into())
+            }
             Ok(Reply::InputRequired { state, message }) => {
                 Ok(input_required(state, message)?.into())
             }

@@ -5,6 +5,7 @@
 //! (config hashes, networks, the whole engine's containers for port checks)
 //! are its own methods, used by compose_up and compose_down.
 pub mod cache;
+pub mod children;
 pub mod cli;
 pub mod docker;
 pub mod exec;
@@ -232,5 +233,9 @@ impl Engine for ComposeEngine {
 
     async fn helper(&self, spec: &HelperSpec) -> Result<Process, ToolError> {
         exec::helper(self.docker().await?, self.project(), spec).await
+    }
+
+    fn reap_leftovers(&self, dead_pid: u32) -> Vec<String> {
+        children::reap(&self.stack.coord_dir, dead_pid)
     }
 }

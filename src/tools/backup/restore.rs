@@ -112,7 +112,8 @@ pub static TOOL: ToolDef = ToolDef {
 
 /// One service's restore, resolved before the plan.
 struct Target<'a> {
-    entry: &'a ManifestEntry,
+    /// Owned: a re-plan reads the manifest again.
+    entry: ManifestEntry,
     svc: &'a ServiceModel,
     container: Option<Instance>,
     env: Vec<String>,
@@ -140,14 +141,18 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     backup_store::read_manifest(&dir, &id)?;
     // Plan under the lock, so the state the person confirms is the state restored into.
     call.lock_stack().await?;
-    let manifest = backup_store::read_manifest(&dir, &id)?;
-    let entries = select_entries(&manifest.entries, input.services.as_deref())?;
     let engine = call.app.engine_arc();
-    let targets = resolve(engine.as_ref(), &model, &entries).await?;
-    let plan = plan(&call, &id, &manifest, &targets);
-    let confirmed_by = match call.guard(&plan, input.confirm_token.as_deref()).await? {
-        Gate::Proceed(by) => by,
-        Gate::Halt(reply) => return Ok(reply),
+    // Planned (again after a person's answer: Gate::Replan) under the lock.
+    let (targets, plan, confirmed_by) = loop {
+        let manifest = backup_store::read_manifest(&dir, &id)?;
+        let entries = select_entries(&manifest.entries, input.services.as_deref())?;
+        let targets = resolve(engine.as_ref(), &model, &entries).await?;
+        let plan = plan(&call, &id, &manifest, &targets);
+        match call.guard(&plan, input.confirm_token.as_deref()).await? {
+            Gate::Proceed(by) => break (targets, plan, by),
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Replan => continue,
+        }
     };
     let started = Instant::now();
     let status = Arc::new(Mutex::new("checking the backup files".to_string()));
@@ -157,7 +162,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
 
     // A damaged backup never replaces data.
     for t in &targets {
-        check_sha(&call, &dir, t.entry).await?;
+        check_sha(&call, &dir, &t.entry).await?;
     }
     set(&status, "taking the safety backup");
     let services: Vec<String> = {
@@ -246,7 +251,7 @@ fn heartbeat(progress: Arc<dyn Progress>, status: Arc<Mutex<String>>, started: I
 async fn resolve<'a>(
     engine: &dyn Engine,
     model: &'a StackModel,
-    entries: &[&'a ManifestEntry],
+    entries: &[&ManifestEntry],
 ) -> Result<Vec<Target<'a>>, ToolError> {
     let mut out = Vec::new();
     for e in entries {
@@ -258,7 +263,7 @@ async fn resolve<'a>(
             .next_step("restore the other services with `services`, or add the service back to the compose file")
         })?;
         let mut t = Target {
-            entry: e,
+            entry: (*e).clone(),
             svc,
             container: None,
             env: Vec::new(),
@@ -296,7 +301,7 @@ async fn resolve<'a>(
 fn plan(call: &Call, id: &SetId, manifest: &Manifest, targets: &[Target<'_>]) -> Plan {
     let mut steps = Vec::new();
     for t in targets {
-        let e = t.entry;
+        let e = &t.entry;
         let total: u64 = e.counts.values().sum();
         let (target, detail, downtime) = match e.method {
             Method::PgDump => {
@@ -405,7 +410,7 @@ async fn restore_one(
     t: &Target<'_>,
 ) -> Result<Restored, ToolError> {
     let started = Instant::now();
-    let e = t.entry;
+    let e = &t.entry;
     let path = dir.join(&e.file);
     let mut stopped = Vec::new();
     let mut restarted = Vec::new();

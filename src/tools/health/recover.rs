@@ -246,33 +246,37 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     .cloned()
     .ok_or_else(|| ToolError::internal("service resolved to nothing"))?;
     let engine = app.engine();
-    let containers: Vec<Instance> =
-        match tokio::time::timeout(LIST_TIMEOUT, engine.instances()).await {
-            Ok(list) => list?
-                .into_iter()
-                .filter(|c| c.service == svc.name && !c.one_off)
-                .collect(),
-            Err(_) => {
-                return Err(ToolError::external(format!(
-                    "the engine did not list the stack's instances within {} s",
-                    LIST_TIMEOUT.as_secs()
-                )))
-            }
-        };
-    if input.action == Action::Restart && containers.is_empty() {
-        return Err(ToolError::invalid(
-            "action",
-            format!("`{}` has no container to restart", svc.name),
-        )
-        .next_step(format!(
-            "call recover with service `{}` and action recreate (it creates the container), or compose_up",
-            svc.name
-        )));
-    }
-    let plan = plan(&app.stack.id, &svc, input.action, &containers);
-    let confirmed_by = match call.guard(&plan, input.confirm_token.as_deref()).await? {
-        Gate::Halt(reply) => return Ok(reply),
-        Gate::Proceed(by) => by,
+    // Planned again, under the lock, after a person's answer (Gate::Replan).
+    let (containers, plan, confirmed_by) = loop {
+        let containers: Vec<Instance> =
+            match tokio::time::timeout(LIST_TIMEOUT, engine.instances()).await {
+                Ok(list) => list?
+                    .into_iter()
+                    .filter(|c| c.service == svc.name && !c.one_off)
+                    .collect(),
+                Err(_) => {
+                    return Err(ToolError::external(format!(
+                        "the engine did not list the stack's instances within {} s",
+                        LIST_TIMEOUT.as_secs()
+                    )))
+                }
+            };
+        if input.action == Action::Restart && containers.is_empty() {
+            return Err(ToolError::invalid(
+                "action",
+                format!("`{}` has no container to restart", svc.name),
+            )
+            .next_step(format!(
+                "call recover with service `{}` and action recreate (it creates the container), or compose_up",
+                svc.name
+            )));
+        }
+        let plan = plan(&app.stack.id, &svc, input.action, &containers);
+        match call.guard(&plan, input.confirm_token.as_deref()).await? {
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Proceed(by) => break (containers, plan, by),
+            Gate::Replan => continue,
+        }
     };
 
     // Progress at least once a second for the whole call, from its own task,

@@ -909,28 +909,33 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         // Plan under the lock: the state a person confirms is the state applied.
         call.lock_stack().await?;
     }
+    // Planned (again after a person's answer: Gate::Replan) under the lock.
+    let (prepared, confirmed_by) = loop {
+        let prepared = prepare(&call, &input, requested.as_ref(), started).await?;
+        if input.dry_run {
+            call.set_outcome("dry_run");
+            return finish(prepared.out, started);
+        }
+        if prepared.out.changes == 0 && prepared.not_ready.is_empty() {
+            call.set_outcome("no_changes");
+            return finish(prepared.out, started);
+        }
+        match call
+            .guard(&prepared.planned.plan, input.confirm_token.as_deref())
+            .await?
+        {
+            Gate::Proceed(by) => break (prepared, by),
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Replan => continue,
+        }
+    };
     let Prepared {
         obs,
         planned,
         mut out,
         before,
         not_ready,
-    } = prepare(&call, &input, requested.as_ref(), started).await?;
-    if input.dry_run {
-        call.set_outcome("dry_run");
-        return finish(out, started);
-    }
-    if out.changes == 0 && not_ready.is_empty() {
-        call.set_outcome("no_changes");
-        return finish(out, started);
-    }
-    let confirmed_by = match call
-        .guard(&planned.plan, input.confirm_token.as_deref())
-        .await?
-    {
-        Gate::Proceed(by) => by,
-        Gate::Halt(reply) => return Ok(reply),
-    };
+    } = prepared;
     out.confirmed_by = Some(confirmed_by);
     let out = apply(
         &call, &input, wait, obs, planned, out, before, not_ready, started,
