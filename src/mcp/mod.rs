@@ -366,7 +366,9 @@ impl ServerHandler for StackpilotServer {
                 // Notes go beside the structured output, never into it (its
                 // schema is the tool's).
                 for n in notes {
-                    result.content.push(ContentBlock::text(format!("note: {n}")));
+                    result
+                        .content
+                        .push(ContentBlock::text(format!("note: {n}")));
                 }
                 Ok(result.into())
             }

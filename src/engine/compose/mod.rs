@@ -200,10 +200,17 @@ impl Engine for ComposeEngine {
         docker::start(self.docker().await?, id).await
     }
 
+    /// `rm --stop --force` then `up -d --no-recreate`: a new container with
+    /// the current model, whose config-hash label is the one `config --hash`
+    /// gives (`up --force-recreate --no-deps` would label it with a hash
+    /// computed without its depends_on, and compose_up would never see it
+    /// converge). Dependencies that are not running are started, as compose
+    /// does for any `up` of a service; running ones are left alone.
     async fn recreate(&self, service: &str) -> Result<(), ToolError> {
-        let args = ["up", "-d", "--force-recreate", "--no-deps", service];
-        self.cli()?
-            .run(&[], &args, RECREATE_LIMIT)
+        let cli = self.cli()?;
+        cli.run(&[], &["rm", "--stop", "--force", service], RECREATE_LIMIT)
+            .await?;
+        cli.run(&[], &["up", "-d", "--no-recreate", service], RECREATE_LIMIT)
             .await
             .map(|_| ())
     }

@@ -119,6 +119,10 @@ struct Target<'a> {
     env: Vec<String>,
     /// Containers that use the volume and run now (stopped meanwhile).
     users: Vec<String>,
+    /// What the data holds now (rows per table, documents per collection,
+    /// files): what the restore replaces, so it is in the plan and a change
+    /// between the plan and the confirmation changes the digest.
+    current: BTreeMap<String, u64>,
 }
 
 async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
@@ -146,7 +150,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     let (targets, plan, confirmed_by) = loop {
         let manifest = backup_store::read_manifest(&dir, &id)?;
         let entries = select_entries(&manifest.entries, input.services.as_deref())?;
-        let targets = resolve(engine.as_ref(), &model, &entries).await?;
+        let targets = resolve(&call, engine.as_ref(), &model, &entries).await?;
         let plan = plan(&call, &id, &manifest, &targets);
         match call.guard(&plan, input.confirm_token.as_deref()).await? {
             Gate::Proceed(by) => break (targets, plan, by),
@@ -249,6 +253,7 @@ fn heartbeat(progress: Arc<dyn Progress>, status: Arc<Mutex<String>>, started: I
 }
 
 async fn resolve<'a>(
+    call: &Call,
     engine: &dyn Engine,
     model: &'a StackModel,
     entries: &[&ManifestEntry],
@@ -268,11 +273,18 @@ async fn resolve<'a>(
             container: None,
             env: Vec::new(),
             users: Vec::new(),
+            current: BTreeMap::new(),
         };
         match e.method {
             Method::PgDump | Method::Mongodump => {
                 let c = crate::engine::running_instance(engine, &svc.name).await?;
                 t.env = engine.environment(&c.id).await?;
+                t.current = match e.method {
+                    Method::PgDump => {
+                        backup::pg_counts(call, engine, &c.id, &PgConn::from_env(&t.env)).await?
+                    }
+                    _ => backup::mongo_counts(call, engine, &c.id, &t.env).await?,
+                };
                 t.container = Some(c);
             }
             Method::Volume => {
@@ -291,6 +303,8 @@ async fn resolve<'a>(
                     .filter(|c| c.running())
                     .map(|c| c.name)
                     .collect();
+                let image = (!e.image.is_empty()).then_some(e.image.as_str());
+                t.current = volume_counts(call, engine, model, image, volume).await?;
             }
         }
         out.push(t);
@@ -345,7 +359,7 @@ fn plan(call: &Call, id: &SetId, manifest: &Manifest, targets: &[Target<'_>]) ->
             action: "replace".into(),
             target,
             detail,
-            before: None,
+            before: Some(serde_json::json!(t.current)),
             after: Some(Value::String(format!("{id}/{}", e.file))),
             destructive: true,
             cost: StepCost {
@@ -504,6 +518,17 @@ async fn replace_volume(
     if !f.ok() {
         return Err(process::failed("tar (volume restore)", &f));
     }
+    volume_counts(call, engine, model, image, volume).await
+}
+
+/// Files and directories in a volume now, counted by a read-only helper.
+async fn volume_counts(
+    call: &Call,
+    engine: &dyn Engine,
+    model: &StackModel,
+    image: Option<&str>,
+    volume: &str,
+) -> Result<BTreeMap<String, u64>, ToolError> {
     let (p, _) = engines::start_helper(
         engine,
         model,

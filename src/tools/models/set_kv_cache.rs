@@ -476,14 +476,25 @@ async fn model_facts(
     }
 }
 
-fn env_steps(current: &Settings, new: &Settings, file: &str) -> Vec<PlanStep> {
+/// One step per key. `in_file`: for the compose target, what the .env holds
+/// now: apply rewrites that file, so its current values are in the plan (a
+/// hand edit between the plan and the confirmation changes the digest, and
+/// a key the file holds differently from the running service is an overwrite).
+fn env_steps(
+    current: &Settings,
+    new: &Settings,
+    file: &str,
+    in_file: Option<&Settings>,
+) -> Vec<PlanStep> {
     new.pairs()
         .into_iter()
         .map(|(key, value)| {
             let before = current.get(key);
-            let (action, destructive, detail) = match &before {
-                None => ("set", false, format!("{file}: add {key}={value}")),
-                Some(old) if *old == value => (
+            let file_value = in_file.map(|f| f.get(key));
+            let file_differs = matches!(&file_value, Some(Some(f)) if *f != value);
+            let (action, destructive, mut detail) = match &before {
+                None if !file_differs => ("set", false, format!("{file}: add {key}={value}")),
+                Some(old) if *old == value && !file_differs => (
                     "unchanged",
                     false,
                     format!("{file}: {key} is already {value}"),
@@ -493,7 +504,19 @@ fn env_steps(current: &Settings, new: &Settings, file: &str) -> Vec<PlanStep> {
                     true,
                     format!("{file}: replace {key}={old} with {value}"),
                 ),
+                None => (
+                    "overwrite",
+                    true,
+                    format!("{file}: replace {key} with {value}"),
+                ),
             };
+            if let Some(f) = file_value {
+                detail.push_str(&format!(
+                    " (the file has {})",
+                    f.map(|v| format!("{key}={v}"))
+                        .unwrap_or_else(|| "no value".into())
+                ));
+            }
             PlanStep {
                 action: action.into(),
                 target: key.to_string(),
@@ -601,7 +624,14 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
             Where::Systemd(s) => s.dropin_path().display().to_string(),
             Where::Launchd => "launchctl".into(),
         };
-        let mut steps = env_steps(&current, &new, &file);
+        let in_file = match &place {
+            Where::Compose { .. } => {
+                let env = env_file::load(&env_path)?;
+                Some(Settings::from_lookup(|k| env.get(k)))
+            }
+            _ => None,
+        };
+        let mut steps = env_steps(&current, &new, &file, in_file.as_ref());
         let changes = steps.iter().filter(|s| s.action != "unchanged").count();
         match &place {
             Where::Compose {
@@ -1224,7 +1254,7 @@ mod tests {
             flash_attention: Some("1".into()),
             ..Default::default()
         };
-        let steps = env_steps(&current, &new, ".env");
+        let steps = env_steps(&current, &new, ".env", None);
         let by: BTreeMap<&str, (&str, bool)> = steps
             .iter()
             .map(|s| (s.target.as_str(), (s.action.as_str(), s.destructive)))

@@ -12,7 +12,8 @@
 //!    volume, or any service with a named volume) and removing orphans are
 //!    destructive.
 //! 4. Apply: `up -d --wait --no-recreate` for what is created or started, then
-//!    `up -d --wait --no-deps` for exactly the services the plan recreates, so
+//!    `up -d --wait` for exactly the services the plan recreates (their
+//!    dependencies are in scope and unchanged, so compose leaves them), so
 //!    compose can never recreate a service the person did not see in the plan.
 //!    Progress each second; cancellation stops the CLI.
 //! 5. Report per service; on failure, which service and why, with evidence.
@@ -1115,7 +1116,12 @@ async fn apply(
         phases.push(common(&extra, &first));
     }
     if !recreate.is_empty() {
-        let mut extra = vec!["--no-deps"];
+        // No --no-deps: compose hashes a service it starts with --no-deps
+        // without its depends_on, so its container's config-hash label would
+        // never match `config --hash` again and every later plan would
+        // recreate it. Its dependencies are in the plan's scope: compose
+        // recreates one only when the plan does.
+        let mut extra = vec![];
         if orphans_flag {
             extra.push("--remove-orphans");
         }
