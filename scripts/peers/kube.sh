@@ -243,6 +243,23 @@ go_install() {
     BUILT+=("${name}=built")
 }
 
+# kwok simulates nothing without Stage objects: the ones kwokctl uses by default, from the
+# module's kustomize/stage tree, joined into one config file.
+build_kwok_stages() {
+    local out="${KWOK_DIR}/stages.yaml"
+    [[ -s "${out}" ]] && return 0
+    local dir f
+    dir=$(cd "${KWOK_DIR}" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@${KWOK_VERSION}" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')
+    [[ -d "${dir}/kustomize/stage" ]] || unavailable "no kustomize/stage in sigs.k8s.io/kwok@${KWOK_VERSION}"
+    for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+             pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+        [[ -r "${dir}/kustomize/stage/${f}" ]] || unavailable "kwok ${KWOK_VERSION} has no stage ${f}"
+        echo "---"; echo "# from sigs.k8s.io/kwok@${KWOK_VERSION} kustomize/stage/${f}"
+        cat "${dir}/kustomize/stage/${f}"
+    done >"${out}.tmp"
+    mv "${out}.tmp" "${out}"
+}
+
 build_kvalidate() {
     local venv="${KVALIDATE_DIR}/venv"
     if [[ -x "${venv}/bin/kubernetes-validate" ]]; then BUILT+=("kubernetes-validate=cached"); return 0; fi
@@ -342,6 +359,7 @@ cmd_build() {
     k8s_build node-and-cli kubelet kubectl
     go_install kwok "${KWOK_DIR}" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
     go_install kwokctl "${KWOK_DIR}" "sigs.k8s.io/kwok/cmd/kwokctl@${KWOK_VERSION}" "-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
+    build_kwok_stages
     go_install helm "${HELM_DIR}" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" "-X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
     go_install crictl "${CRICTL_DIR}" "sigs.k8s.io/cri-tools/cmd/crictl@${CRICTL_VERSION}" "-X sigs.k8s.io/cri-tools/pkg/version.Version=${CRICTL_VERSION}"
     build_kvalidate
@@ -401,21 +419,29 @@ launch() {
     pid_of "${name}" >/dev/null || { tail -n 20 "${LOGS}/${name}.log" >&2; return 1; }
 }
 
+# Exited counts as gone even before PID 1 reaps it (here PID 1 reaps zombies only now and then).
+proc_alive() {
+    local st
+    st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n "${st}" && "${st}" != Z && "${st}" != X ]]
+}
+
 stop_component() {
-    local name=$1 pid i
+    local name=$1 pid i t0
+    t0=$(date +%s.%N)
     pid=$(pid_of "${name}") || { rm -f "${PIDS}/${name}.pid"; return 0; }
     kill -TERM "${pid}" 2>/dev/null || true
     for i in $(seq 1 100); do
-        [[ -d "/proc/${pid}" ]] || break
+        proc_alive "${pid}" || break
         sleep 0.1
     done
-    if [[ -d "/proc/${pid}" ]]; then
+    if proc_alive "${pid}"; then
         log "${name} (pid ${pid}) still running after 10 s: SIGKILL"
         kill -KILL "${pid}" 2>/dev/null || true
         sleep 0.2
     fi
     rm -f "${PIDS}/${name}.pid"
-    log "stopped ${name} (pid ${pid})"
+    log "stopped ${name} (pid ${pid}) in $(elapsed "${t0}")s"
 }
 
 # wait_for SECONDS WHAT CMD...: poll CMD until it succeeds.
@@ -777,13 +803,48 @@ start_kubelet_node() {
         pid_of kubelet >/dev/null || NODE_FAIL="kubelet exited: $(tail -n 8 "${LOGS}/kubelet.log")"
         return 1
     fi
+    probe_pod
+}
+
+# A Ready node does not prove that pods run (a runtime that cannot create sandboxes still
+# reports Ready): run the pause image as a pod, bound to the node, and wait for it to be Ready.
+probe_pod() {
+    local p=stackpilot-node-probe
+    wait_for 60 "the kube-system default ServiceAccount" kc -n kube-system get serviceaccount default \
+        || { NODE_FAIL="no kube-system/default ServiceAccount"; return 1; }
+    kc -n kube-system delete pod "${p}" --ignore-not-found --grace-period=0 --force >/dev/null 2>&1 || true
+    kc apply -f - >/dev/null <<EOF || { NODE_FAIL="could not create the probe pod"; return 1; }
+apiVersion: v1
+kind: Pod
+metadata: {name: ${p}, namespace: kube-system}
+spec:
+  nodeName: ${NODE_NAME}
+  terminationGracePeriodSeconds: 0
+  automountServiceAccountToken: false
+  dnsPolicy: Default
+  containers: [{name: pause, image: "${PAUSE_TAG}", imagePullPolicy: Never}]
+EOF
+    # Ready, or the first warning the kubelet reports for it (sandbox/container/image failures).
+    local deadline=$(( $(date +%s) + 60 )) warn=""
+    until [[ "$(kc -n kube-system get pod "${p}" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]; do
+        warn=$(kc -n kube-system get events --field-selector "involvedObject.name=${p},type=Warning" \
+            -o jsonpath='{range .items[*]}{.reason}: {.message}{"\n"}{end}' 2>/dev/null | head -n 1)
+        if [[ -n "${warn}" ]] || (( $(date +%s) >= deadline )); then
+            NODE_FAIL="the node is Ready but a pod cannot run on it: ${warn:-not Ready within 60 s}"
+            kc -n kube-system delete pod "${p}" --grace-period=0 --force >/dev/null 2>&1 || true
+            return 1
+        fi
+        sleep 0.3
+    done
+    kc -n kube-system delete pod "${p}" --wait=false >/dev/null 2>&1 || true
 }
 
 # --- nodes: kwok (simulated) ------------------------------------------------------------------
 start_kwok_node() {
-    [[ -x "${KWOK_DIR}/bin/kwok" ]] || unavailable "kwok not built (${KWOK_DIR}/bin/kwok): run scripts/peers/kube.sh build"
+    [[ -x "${KWOK_DIR}/bin/kwok" && -s "${KWOK_DIR}/stages.yaml" ]] || unavailable "kwok not built (${KWOK_DIR}): run scripts/peers/kube.sh build"
     if ! pid_of kwok >/dev/null; then
         launch kwok "${KWOK_DIR}/bin/kwok" --kubeconfig "${ADMIN_KUBECONFIG}" \
+            --config "${KWOK_DIR}/stages.yaml" --node-lease-duration-seconds 40 \
             --manage-single-node "${NODE_NAME}" \
             --node-ip 127.0.0.1 --node-port "${KUBELET_PORT}" --cidr 10.215.0.0/24 \
             --server-address "127.0.0.1:${KWOK_PORT}" \
@@ -968,6 +1029,21 @@ cmd_start() {
     cat "${ENV_FILE}"
 }
 
+# The CNI firewall plugin leaves its CNI-FORWARD/CNI-ADMIN chains and a FORWARD jump behind
+# (and adds another jump per run). Remove them when nobody else has rules in them.
+cleanup_cni_firewall() {
+    command -v iptables >/dev/null || return 0
+    iptables -S CNI-FORWARD >/dev/null 2>&1 || return 0
+    local others
+    others=$(iptables -S CNI-FORWARD 2>/dev/null | grep -c -- '^-A CNI-FORWARD' || true)
+    if [[ "${others}" -gt 1 ]] || [[ $(iptables -S CNI-ADMIN 2>/dev/null | grep -c -- '^-A' || true) -gt 0 ]]; then
+        return 0   # someone else's pods still have rules there
+    fi
+    while iptables -D FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD 2>/dev/null; do :; done
+    iptables -F CNI-FORWARD 2>/dev/null && iptables -X CNI-FORWARD 2>/dev/null || true
+    iptables -X CNI-ADMIN 2>/dev/null || true
+}
+
 # Unmount whatever kubelet/containerd left mounted below the run dir (deepest first).
 unmount_below_run_dir() {
     local m
@@ -985,6 +1061,7 @@ do_stop() {
     stop_component etcd
     unmount_below_run_dir
     if ip link show "${BRIDGE}" >/dev/null 2>&1; then ip link del "${BRIDGE}" 2>/dev/null || log "could not delete bridge ${BRIDGE}"; fi
+    cleanup_cni_firewall
     # Empty cgroups the kubelet made (kubepods and its QoS/pod children); busy ones stay.
     local c
     for c in /sys/fs/cgroup/*/kubepods; do
