@@ -9,17 +9,19 @@
 #   scripts/peers/kube.sh stop     stop what start started (by recorded pid only), wipe cluster state
 #   scripts/peers/kube.sh status   say what runs
 #   scripts/peers/kube.sh env      print `export K=V` lines (KUBECONFIG, context, node mode)
+#   scripts/peers/kube.sh selftest busybox Deployment + postgres StatefulSet with a PVC; logs, exec pg_dump
 #
 # Exit status: 0 ok; 3 not available outside CI (callers skip, reason on stderr);
 # 1 anything missing under CI=true (fail loudly).
 #
 # Everything listens on 127.0.0.1 only. Nothing built or generated here lives in the repository:
-#   binaries, module/build caches, venv:  /var/cache/stackpilot-peers/   (kept; keyed by version)
+#   binaries, module/build caches, venv:  /var/cache/stackpilot-peers/   (kept; keyed by version;
+#                                         STACKPILOT_PEERS_CACHE overrides, as for the other peers)
 #   certificates, etcd data, logs, pids:  /run/stackpilot-kube/          (wiped by stop)
 #   containerd image store (image cache): /var/lib/stackpilot-kube/      (kept)
 #
 # Knobs (environment): STACKPILOT_KUBE_NODE_MODE=auto|kubelet|kwok (auto: kubelet, else kwok),
-# STACKPILOT_K8S_VERSION (default below; v1.34.x works the same way), STACKPILOT_KUBE_IMAGES
+# STACKPILOT_K8S_VERSION (default below; the recipe is the same for v1.34.x, not built here), STACKPILOT_KUBE_IMAGES
 # (space-separated images copied from the test dockerd into containerd at start; default: the
 # test busybox and postgres images).
 
@@ -40,7 +42,7 @@ CRICTL_VERSION=v1.34.0                                  # cri-tools v1.35.0: 403
 KVALIDATE_VERSION=1.37.0                                # PyPI kubernetes-validate (schemas to 1.37)
 PAUSE_TAG=registry.k8s.io/pause:3.10.1                  # the sandbox image 1.34/1.35 expect
 
-CACHE=/var/cache/stackpilot-peers
+CACHE="${STACKPILOT_PEERS_CACHE:-/var/cache/stackpilot-peers}"   # shared with scripts/peers/*.sh
 GO_MODCACHE="${CACHE}/go/mod"
 GO_BUILDCACHE="${CACHE}/go/build"
 K8S_DIR="${CACHE}/kubernetes-${K8S_VERSION}"
@@ -75,7 +77,6 @@ POD_SUBNET=10.213.0.0/24          # CNI bridge spk0 (docker: 172.17/16; podman: 
 SERVICE_CIDR=10.214.0.0/24
 BRIDGE=spk0
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 SCRIPT_T0=$(date +%s.%N)
 
 log() { printf 'kube.sh: %s\n' "$*" >&2; }
@@ -987,6 +988,8 @@ cmd_start() {
     local want="${STACKPILOT_KUBE_NODE_MODE:-auto}" t_api t_node
     case "${want}" in auto|kubelet|kwok) ;; *) unavailable "STACKPILOT_KUBE_NODE_MODE=${want}: want auto, kubelet or kwok" ;; esac
 
+    # Whatever fails from here on (every failure path exits): stop what this start started.
+    trap 'rc=$?; if [[ ${rc} -ne 0 ]]; then log "start failed (exit ${rc}): stopping what it started"; do_stop; fi' EXIT
     make_pki
     kubeconfig "${ADMIN_KUBECONFIG}" admin stackpilot-admin
     start_etcd
@@ -1024,6 +1027,7 @@ cmd_start() {
     wait_for 60 "the default ServiceAccount" kc get serviceaccount default -n default \
         || unavailable "the controller-manager created no default ServiceAccount (log ${LOGS}/kube-controller-manager.log)"
     write_env "${mode}"
+    trap - EXIT
     log "started: ${K8S_VERSION}, node mode ${mode}; API ready ${t_api}s, node Ready ${t_node}s, all done $(elapsed "${SCRIPT_T0}")s"
     log "env: ${ENV_FILE}   (eval \"\$(scripts/peers/kube.sh env)\")"
     cat "${ENV_FILE}"
@@ -1062,6 +1066,11 @@ do_stop() {
     unmount_below_run_dir
     if ip link show "${BRIDGE}" >/dev/null 2>&1; then ip link del "${BRIDGE}" 2>/dev/null || log "could not delete bridge ${BRIDGE}"; fi
     cleanup_cni_firewall
+    # The kubelet's links in /var/log/containers (a fixed path) that point into our run dir.
+    local l
+    for l in /var/log/containers/*.log; do
+        if [[ -L "${l}" && "$(readlink "${l}")" == "${RUN_DIR}/"* ]]; then rm -f "${l}"; fi
+    done
     # Empty cgroups the kubelet made (kubepods and its QoS/pod children); busy ones stay.
     local c
     for c in /sys/fs/cgroup/*/kubepods; do
@@ -1218,8 +1227,8 @@ EOF
     kc delete pv stackpilot-selftest-pv --ignore-not-found >/dev/null || true
     rm -rf --one-file-system "${pvdir}"
     if [[ ${ok} -ne 1 ]]; then
-        [[ "${CI:-}" == true ]] && { log "selftest FAILED"; exit 1; }
-        log "selftest FAILED"; exit 1
+        log "selftest FAILED (${mode} node)"   # a failed check is a failure, CI or not
+        exit 1
     fi
     log "selftest passed (${mode} node) in $(elapsed "${t0}")s"
 }
