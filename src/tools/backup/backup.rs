@@ -359,10 +359,7 @@ impl Drop for Stopped {
 }
 
 fn role_name(svc: &ServiceModel) -> String {
-    serde_json::to_value(svc.role)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "other".into())
+    svc.role.as_str().to_string()
 }
 
 pub(crate) async fn backup_targets(
