@@ -708,6 +708,7 @@ pub async fn start_helper(
             cmd: cmd.clone(),
             volume: volume.clone(),
             stdin,
+            network: None,
         };
         match engine.helper(&spec).await {
             Ok(p) => return Ok((p, image)),
