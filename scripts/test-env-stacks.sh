@@ -8,7 +8,7 @@
 #   stackpilot-test/qdrant-standin:1   a Qdrant stand-in (Python, Qdrant's REST shapes)
 # and tags them under the names compose files write (redis:7-alpine, postgres:15-alpine,
 # python:3.11-slim, ...), plus busybox:stable (stackpilot's default helper image) from the
-# busybox test image. Cold: two debootstrap runs (about a minute each) and four small builds;
+# busybox test image and ollama/ollama:standin from the Ollama stand-in. Cold: two debootstrap runs (about a minute each) and four small builds;
 # warm: a few `docker image inspect` calls.
 
 REDIS_BASE_IMAGE=stackpilot-test/redis-base:1
@@ -109,6 +109,8 @@ build_stack_images() {
     step "image postgres-hub" build_postgres_hub
     step "image qdrant-standin" build_qdrant_standin
     tag_as "${BUSYBOX_IMAGE}" busybox:stable
+    # The Ollama stand-in under the official repository, with a tag that says what it is.
+    tag_as "${OLLAMA_STANDIN_IMAGE}" ollama/ollama:standin
 }
 
 write_stack_env() {

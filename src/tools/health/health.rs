@@ -707,12 +707,15 @@ async fn check_service(ctx: &Ctx<'_>, svc: &ServiceModel, pcs: Vec<Instance>) ->
             _ => (Vec::new(), None),
         }
     };
-    // Without a compose healthcheck or an x-stackpilot health, whether the
-    // service serves is a TCP connect to its port from inside its network.
+    // Without a healthcheck (compose file or image) or an x-stackpilot health,
+    // whether the service serves is a TCP connect to its port from inside its
+    // network.
     let network_fut = async {
         let port = StackModel::probe_port(svc).filter(|_| !svc.healthcheck && svc.health.is_none());
+        // A HEALTHCHECK from the image counts as much as one in the compose file.
         let pc = first_running
             .as_ref()
+            .filter(|c| c.instance.health.is_none())
             .and_then(|c| pcs.iter().find(|p| p.id == c.instance.id));
         match (port, pc) {
             (Some(port), Some(pc)) => Some(network_probe(ctx, svc, pc, port).await),
@@ -1038,18 +1041,18 @@ async fn deep_probes(
     match svc.role {
         Role::Ollama => {
             let gpu_expected = svc.gpu || ctx.gpu_profile;
-            let report = match ollama_url(ports) {
-                Some(url) => ollama_probe(&url, gpu_expected).await,
-                None => OllamaReport {
-                    url: String::new(),
-                    version: None,
-                    gpu_expected,
-                    models: vec![],
-                    error: Some("the service publishes no TCP port on the host".into()),
-                    ms: 0.0,
-                },
-            };
-            (Vec::new(), Some(report))
+            match ollama_url(ports) {
+                Some(url) => (Vec::new(), Some(ollama_probe(&url, gpu_expected).await)),
+                // Reached only by its neighbours (the usual Ollama + web UI file): the TCP
+                // probe from its network says whether it serves.
+                None => (
+                    vec![skipped(
+                        "ollama API (/api/version, /api/ps)",
+                        "the service publishes no port on the host, so its API cannot be read from here",
+                    )],
+                    None,
+                ),
+            }
         }
         Role::Postgres => {
             // The same connection settings backup uses (POSTGRES_USER / _DB, their _FILEs).
