@@ -126,7 +126,18 @@ fn psql_as(stack: &DockerStack, svc: &str, user: &str, db: &str, sql: &str) -> S
         stack,
         svc,
         &[
-            "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", user, "-d", db, "-c",
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            user,
+            "-d",
+            db,
+            "-c",
             sql,
         ],
     )
@@ -192,7 +203,9 @@ const REDIS_SEED: &[&str] = &[
 fn redis_lines(stack: &DockerStack, svc: &str, password: Option<&str>, lines: &[&str]) -> String {
     let c = container(stack, svc);
     let mut cmd = std::process::Command::new("docker");
-    cmd.env("DOCKER_HOST", &stack.docker_host).arg("exec").arg("-i");
+    cmd.env("DOCKER_HOST", &stack.docker_host)
+        .arg("exec")
+        .arg("-i");
     if let Some(p) = password {
         cmd.arg("-e").arg(format!("REDISCLI_AUTH={p}"));
     }
@@ -260,7 +273,11 @@ async fn seed_002_development_compose_runs_as_written() {
     let ports = fixed_or_free_ports(
         &stack,
         "docker-compose.dev.yml",
-        &[("api", 8000, 8000), ("postgres", 5432, 5432), ("redis", 6379, 6379)],
+        &[
+            ("api", 8000, 8000),
+            ("postgres", 5432, 5432),
+            ("redis", 6379, 6379),
+        ],
     );
     let _images = RemoveImages(host.clone(), vec![format!("{}-api", stack.project)]);
     let (client, agent) = connect(stack.path(), &host, Person::Accept, &[]).await;
@@ -272,13 +289,22 @@ async fn seed_002_development_compose_runs_as_written() {
         roles(&st),
         BTreeMap::from([
             ("api".to_string(), ("other".to_string(), "none".to_string())),
-            ("postgres".to_string(), ("postgres".to_string(), "image".to_string())),
-            ("redis".to_string(), ("redis".to_string(), "image".to_string())),
+            (
+                "postgres".to_string(),
+                ("postgres".to_string(), "image".to_string())
+            ),
+            (
+                "redis".to_string(),
+                ("redis".to_string(), "image".to_string())
+            ),
         ]),
         "{st:#}"
     );
     assert_eq!(st["ready"], true);
-    assert_eq!(roles(&up)["redis"], ("redis".to_string(), "image".to_string()));
+    assert_eq!(
+        roles(&up)["redis"],
+        ("redis".to_string(), "image".to_string())
+    );
 
     // No healthchecks anywhere: each service is judged by a TCP connect from its network,
     // the data services also by their own protocol.
@@ -288,7 +314,11 @@ async fn seed_002_development_compose_runs_as_written() {
         let p = probe(&h, svc, &format!("tcp {svc}:{port}"));
         assert_eq!(p["ok"], true, "{p:#}");
     }
-    assert_eq!(probe(&h, "postgres", "select 1")["ok"], true, "connected as dev");
+    assert_eq!(
+        probe(&h, "postgres", "select 1")["ok"],
+        true,
+        "connected as dev"
+    );
     assert_eq!(probe(&h, "redis", "redis-cli PING")["ok"], true);
     let api_port = ports[&("api".to_string(), 8000)];
     let ready = reqwest::get(format!("http://127.0.0.1:{api_port}/ready"))
@@ -300,47 +330,107 @@ async fn seed_002_development_compose_runs_as_written() {
     redis_lines(&stack, "redis", None, REDIS_SEED);
     let pg_before = pg_fingerprint(&stack, "postgres", "dev", "agentic_dev");
     let redis_before = redis_fingerprint(&stack, "redis", None);
-    assert!(redis_before.contains("db0 5005 ") && redis_before.contains("db3 701 "), "{redis_before}");
+    assert!(
+        redis_before.contains("db0 5005 ") && redis_before.contains("db3 701 "),
+        "{redis_before}"
+    );
 
     let b = ok(&call(&client, "backup", json!({})).await);
     let pg = entry(&b, "postgres");
     assert_eq!(pg["method"], "pg_dump");
     assert_eq!(pg["database"], "agentic_dev");
-    assert_eq!(pg["counts"], json!({"public.accounts": 20000, "public.audit": 30000}));
+    assert_eq!(
+        pg["counts"],
+        json!({"public.accounts": 20000, "public.audit": 30000})
+    );
     let rd = entry(&b, "redis");
     assert_eq!(rd["method"], "redis");
     assert_eq!(rd["role"], "redis");
     assert_eq!(rd["counts"], json!({"db0": 5005, "db3": 701}));
-    assert!(rd["file"].as_str().is_some_and(|f| f.ends_with("-redis.rdb.zst")));
-    assert!(rd["tool_versions"]["redis"].as_str().is_some_and(|v| v.starts_with("redis 7.")));
-    assert!(rd["note"].as_str().is_some_and(|n| n.contains("RDB snapshots")), "{rd:#}");
-    assert!(b["files"].as_array().expect("files").iter().all(|f| f["service"] != "api"));
+    assert!(rd["file"]
+        .as_str()
+        .is_some_and(|f| f.ends_with("-redis.rdb.zst")));
+    assert!(rd["tool_versions"]["redis"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("redis 7.")));
+    assert!(
+        rd["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("RDB snapshots")),
+        "{rd:#}"
+    );
+    assert!(b["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .all(|f| f["service"] != "api"));
     let id = b["backup_id"].as_str().expect("id").to_string();
     let v = ok(&call(&client, "verify_backup", json!({"backup_id": id})).await);
     assert_eq!(v["ok"], true, "{v:#}");
-    let vr = v["files"].as_array().expect("files").iter().find(|f| f["service"] == "redis").expect("redis");
-    assert!(vr["content"]["detail"].as_str().is_some_and(|d| d.contains("CRC-64")), "{vr:#}");
+    let vr = v["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["service"] == "redis")
+        .expect("redis");
+    assert!(
+        vr["content"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("CRC-64")),
+        "{vr:#}"
+    );
 
     // Lose data in both, then restore the set.
-    psql_as(&stack, "postgres", "dev", "agentic_dev", "drop table audit; delete from accounts where id > 10;");
+    psql_as(
+        &stack,
+        "postgres",
+        "dev",
+        "agentic_dev",
+        "drop table audit; delete from accounts where id > 10;",
+    );
     redis_lines(&stack, "redis", None, &["FLUSHALL", "SET intruder 1"]);
     let r = ok(&call(&client, "restore", json!({"backup_id": id})).await);
     assert_eq!(r["counts_match"], true, "{r:#}");
-    assert!(restored(&r, "redis")["note"].as_str().is_some_and(|n| n.contains("restarted")));
+    assert!(restored(&r, "redis")["note"]
+        .as_str()
+        .is_some_and(|n| n.contains("restarted")));
     assert!(
-        agent.asked.lock().expect("lock").iter().any(|m| m.contains("replace every key of Redis service redis")),
+        agent
+            .asked
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|m| m.contains("replace every key of Redis service redis")),
         "the person saw the Redis step"
     );
-    assert_eq!(pg_fingerprint(&stack, "postgres", "dev", "agentic_dev"), pg_before);
-    assert_eq!(redis_fingerprint(&stack, "redis", None), redis_before, "identical keys and values");
+    assert_eq!(
+        pg_fingerprint(&stack, "postgres", "dev", "agentic_dev"),
+        pg_before
+    );
+    assert_eq!(
+        redis_fingerprint(&stack, "redis", None),
+        redis_before,
+        "identical keys and values"
+    );
     // The safety backup holds what was there before the restore.
     let safety = r["safety_backup_id"].as_str().expect("safety");
     let m: Value = serde_json::from_slice(
-        &std::fs::read(stack.path().join("backups").join(&stack.project).join(format!("{safety}.manifest.json")))
-            .expect("safety manifest"),
+        &std::fs::read(
+            stack
+                .path()
+                .join("backups")
+                .join(&stack.project)
+                .join(format!("{safety}.manifest.json")),
+        )
+        .expect("safety manifest"),
     )
     .expect("json");
-    let safety_redis = m["entries"].as_array().expect("entries").iter().find(|e| e["service"] == "redis").expect("redis");
+    let safety_redis = m["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["service"] == "redis")
+        .expect("redis");
     assert_eq!(safety_redis["counts"], json!({"db0": 1}));
     let h = healthy(&client, Duration::from_secs(60)).await;
     assert!(all_healthy(&h), "after the restore: {h:#}");
@@ -348,7 +438,11 @@ async fn seed_002_development_compose_runs_as_written() {
     let down = ok(&call(&client, "compose_down", json!({"remove_volumes": true})).await);
     assert_eq!(down["confirmed_by"], "elicitation", "{down:#}");
     assert!(stack.resources("container").is_empty());
-    assert!(stack.resources("volume").is_empty(), "{:?}", stack.resources("volume"));
+    assert!(
+        stack.resources("volume").is_empty(),
+        "{:?}",
+        stack.resources("volume")
+    );
     for v in [&up, &st, &h, &b, &v, &r, &down] {
         assert_no_secret(v, &["POSTGRES_PASSWORD=dev"]);
     }
@@ -364,7 +458,10 @@ async fn docker_hub_postgres_with_only_a_password() {
     let (client, _) = connect(stack.path(), &host, Person::Accept, &[]).await;
     ok(&call(&client, "compose_up", json!({})).await);
     let st = ok(&call(&client, "stack_status", json!({})).await);
-    assert_eq!(roles(&st)["db"], ("postgres".to_string(), "image".to_string()));
+    assert_eq!(
+        roles(&st)["db"],
+        ("postgres".to_string(), "image".to_string())
+    );
     let published = &service(&st, "db")["ports"][0];
     assert!(
         published["host_ip"] == "0.0.0.0" || published["host_ip"] == "",
@@ -372,7 +469,11 @@ async fn docker_hub_postgres_with_only_a_password() {
     );
     let h = healthy(&client, Duration::from_secs(90)).await;
     assert!(all_healthy(&h), "{h:#}");
-    assert_eq!(probe(&h, "db", "select 1")["ok"], true, "as postgres, the image's default user");
+    assert_eq!(
+        probe(&h, "db", "select 1")["ok"],
+        true,
+        "as postgres, the image's default user"
+    );
     assert_eq!(probe(&h, "db", "tcp db:5432")["ok"], true);
     let port = ports[&("db".to_string(), 5432)];
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
@@ -382,7 +483,13 @@ async fn docker_hub_postgres_with_only_a_password() {
     let b = ok(&call(&client, "backup", json!({"label": "hub"})).await);
     assert_eq!(entry(&b, "db")["database"], "postgres");
     let id = b["backup_id"].as_str().expect("id").to_string();
-    psql_as(&stack, "db", "postgres", "postgres", "truncate audit; update accounts set approved = not approved;");
+    psql_as(
+        &stack,
+        "db",
+        "postgres",
+        "postgres",
+        "truncate audit; update accounts set approved = not approved;",
+    );
     let r = ok(&call(&client, "restore", json!({"backup_id": id})).await);
     assert_eq!(r["counts_match"], true, "{r:#}");
     assert_eq!(pg_fingerprint(&stack, "db", "postgres", "postgres"), before);
@@ -408,17 +515,37 @@ async fn postgres_credentials_from_secret_files_are_read_in_the_container() {
     );
     let password = "Secret-File-Value-91c2";
     std::fs::write(stack.path().join("pg_user.txt"), "shopkeeper\n").expect("user");
-    std::fs::write(stack.path().join("pg_password.txt"), format!("{password}\n")).expect("pw");
+    std::fs::write(
+        stack.path().join("pg_password.txt"),
+        format!("{password}\n"),
+    )
+    .expect("pw");
     let (client, _) = connect(stack.path(), &host, Person::Accept, &[]).await;
     ok(&call(&client, "compose_up", json!({})).await);
     let h = healthy(&client, Duration::from_secs(90)).await;
-    assert_eq!(probe(&h, "db", "select 1")["ok"], true, "as the user in the secret file: {h:#}");
-    psql_as(&stack, "db", "shopkeeper", "shop", "create table t(id int primary key); insert into t select generate_series(1, 321);");
+    assert_eq!(
+        probe(&h, "db", "select 1")["ok"],
+        true,
+        "as the user in the secret file: {h:#}"
+    );
+    psql_as(
+        &stack,
+        "db",
+        "shopkeeper",
+        "shop",
+        "create table t(id int primary key); insert into t select generate_series(1, 321);",
+    );
     let b = ok(&call(&client, "backup", json!({})).await);
     let e = entry(&b, "db");
     assert_eq!(e["database"], "shop");
     assert_eq!(e["counts"], json!({"public.t": 321}));
-    psql_as(&stack, "db", "shopkeeper", "shop", "delete from t where id > 3");
+    psql_as(
+        &stack,
+        "db",
+        "shopkeeper",
+        "shop",
+        "delete from t where id > 3",
+    );
     let r = ok(&call(&client, "restore", json!({"backup_id": b["backup_id"]})).await);
     assert_eq!(r["counts_match"], true, "{r:#}");
     // A _FILE naming a file the container does not have: a clear error naming the
@@ -428,7 +555,10 @@ async fn postgres_credentials_from_secret_files_are_read_in_the_container() {
         "POSTGRES_PASSWORD_FILE: /run/secrets/not_there",
     );
     let up = ok(&call(&client, "compose_up", json!({})).await);
-    assert_eq!(up["applied"], true, "recreated with the new environment: {up:#}");
+    assert_eq!(
+        up["applied"], true,
+        "recreated with the new environment: {up:#}"
+    );
     let dir = backup_dir(&stack);
     let before = files(&dir);
     let e = err(&call(&client, "backup", json!({})).await);
@@ -438,7 +568,8 @@ async fn postgres_credentials_from_secret_files_are_read_in_the_container() {
         "{e:#}"
     );
     assert_eq!(files(&dir), before, "nothing written");
-    let audit = std::fs::read_to_string(stack.path().join(".stackpilot/audit.jsonl")).expect("audit");
+    let audit =
+        std::fs::read_to_string(stack.path().join(".stackpilot/audit.jsonl")).expect("audit");
     for v in [&h, &b, &r, &e] {
         assert_no_secret(v, &[password]);
     }
@@ -454,34 +585,63 @@ async fn redis_with_aof_and_a_password_on_the_command_line() {
     let (client, agent) = connect(stack.path(), &host, Person::Accept, &[]).await;
     ok(&call(&client, "compose_up", json!({})).await);
     let st = ok(&call(&client, "stack_status", json!({})).await);
-    assert_eq!(roles(&st)["redis"], ("redis".to_string(), "image".to_string()));
+    assert_eq!(
+        roles(&st)["redis"],
+        ("redis".to_string(), "image".to_string())
+    );
     let h = healthy(&client, Duration::from_secs(60)).await;
     assert!(all_healthy(&h), "{h:#}");
-    assert_eq!(probe(&h, "redis", "redis-cli PING")["ok"], true, "the password came from the command");
+    assert_eq!(
+        probe(&h, "redis", "redis-cli PING")["ok"],
+        true,
+        "the password came from the command"
+    );
 
     redis_lines(&stack, "redis", Some(&password), REDIS_SEED);
     let before = redis_fingerprint(&stack, "redis", Some(&password));
     let b = ok(&call(&client, "backup", json!({})).await);
     let e = entry(&b, "redis");
     assert_eq!(e["counts"], json!({"db0": 5005, "db3": 701}));
-    assert!(e["note"].as_str().is_some_and(|n| n.contains("AOF persistence is on")), "{e:#}");
+    assert!(
+        e["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("AOF persistence is on")),
+        "{e:#}"
+    );
     let id = b["backup_id"].as_str().expect("id").to_string();
-    redis_lines(&stack, "redis", Some(&password), &["FLUSHDB", "SELECT 3", "DEL other-db", "SET late 1"]);
+    redis_lines(
+        &stack,
+        "redis",
+        Some(&password),
+        &["FLUSHDB", "SELECT 3", "DEL other-db", "SET late 1"],
+    );
     let r = ok(&call(&client, "restore", json!({"backup_id": id})).await);
     assert_eq!(r["counts_match"], true, "{r:#}");
     assert_eq!(redis_fingerprint(&stack, "redis", Some(&password)), before);
     // The AOF now starts from the restored data: a plain restart keeps it.
-    assert!(stack.docker(&["restart", &container(&stack, "redis")]).status.success());
+    assert!(stack
+        .docker(&["restart", &container(&stack, "redis")])
+        .status
+        .success());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(redis_fingerprint(&stack, "redis", Some(&password)), before, "after another restart");
-    let aof = exec(&stack, "redis", &["sh", "-c", "cat /data/appendonlydir/*.manifest"]);
+    assert_eq!(
+        redis_fingerprint(&stack, "redis", Some(&password)),
+        before,
+        "after another restart"
+    );
+    let aof = exec(
+        &stack,
+        "redis",
+        &["sh", "-c", "cat /data/appendonlydir/*.manifest"],
+    );
     assert!(aof.contains("type b"), "{aof}");
     for v in [&st, &h, &b, &r] {
         assert_no_secret(v, &[&password]);
     }
     let asked = agent.asked.lock().expect("lock").join("\n");
     assert!(!asked.contains(&password));
-    let audit = std::fs::read_to_string(stack.path().join(".stackpilot/audit.jsonl")).expect("audit");
+    let audit =
+        std::fs::read_to_string(stack.path().join(".stackpilot/audit.jsonl")).expect("audit");
     assert!(!audit.contains(&password));
     client.cancel().await.expect("close");
 }
@@ -497,13 +657,21 @@ async fn redis_without_persistence_is_snapshotted_and_stays_without_a_dump_file(
     let password = stack.env_value("REDIS_PASSWORD").expect("password");
     let (client, _) = connect(stack.path(), &host, Person::Accept, &[]).await;
     ok(&call(&client, "compose_up", json!({})).await);
-    redis_lines(&stack, "redis", Some(&password), &["SET a 1", "HSET h f v", "SELECT 2", "SET b 2"]);
+    redis_lines(
+        &stack,
+        "redis",
+        Some(&password),
+        &["SET a 1", "HSET h f v", "SELECT 2", "SET b 2"],
+    );
     let before = redis_fingerprint(&stack, "redis", Some(&password));
     let b = ok(&call(&client, "backup", json!({})).await);
     let e = entry(&b, "redis");
     assert_eq!(e["counts"], json!({"db0": 2, "db2": 1}));
     let note = e["note"].as_str().expect("note");
-    assert!(note.contains("persistence is off") && note.contains("removed again"), "{note}");
+    assert!(
+        note.contains("persistence is off") && note.contains("removed again"),
+        "{note}"
+    );
     let ls = exec(&stack, "redis", &["ls", "-A", "/data"]);
     assert!(!ls.contains("dump.rdb"), "no dump file left behind: {ls}");
     redis_lines(&stack, "redis", Some(&password), &["FLUSHALL"]);
@@ -520,30 +688,59 @@ async fn ollama_and_a_web_ui_with_container_names() {
     let Some(host) = engine() else { return };
     let stack = DockerStack::new("user-ollama-webui", &host);
     let suffix = &stack.project;
-    stack.edit_compose("container_name: ollama\n", &format!("container_name: ollama-{suffix}\n"));
-    stack.edit_compose("container_name: open-webui\n", &format!("container_name: open-webui-{suffix}\n"));
+    stack.edit_compose(
+        "container_name: ollama\n",
+        &format!("container_name: ollama-{suffix}\n"),
+    );
+    stack.edit_compose(
+        "container_name: open-webui\n",
+        &format!("container_name: open-webui-{suffix}\n"),
+    );
     stack.set_env("WEBUI_DOCKER_TAG", suffix);
-    let _images = RemoveImages(host.clone(), vec![format!("ghcr.io/open-webui/open-webui:{suffix}")]);
+    let _images = RemoveImages(
+        host.clone(),
+        vec![format!("ghcr.io/open-webui/open-webui:{suffix}")],
+    );
     let (client, _) = connect(stack.path(), &host, Person::Accept, &[]).await;
     let up = ok(&call(&client, "compose_up", json!({"wait_timeout_s": 300})).await);
-    assert!(up["plan"].to_string().contains("build"), "the UI image is built: {up:#}");
+    assert!(
+        up["plan"].to_string().contains("build"),
+        "the UI image is built: {up:#}"
+    );
     let st = ok(&call(&client, "stack_status", json!({})).await);
     assert_eq!(
         roles(&st),
         BTreeMap::from([
-            ("ollama".to_string(), ("ollama".to_string(), "image".to_string())),
-            ("open-webui".to_string(), ("other".to_string(), "none".to_string())),
+            (
+                "ollama".to_string(),
+                ("ollama".to_string(), "image".to_string())
+            ),
+            (
+                "open-webui".to_string(),
+                ("other".to_string(), "none".to_string())
+            ),
         ])
     );
-    assert_eq!(service(&st, "ollama")["container_name"], format!("ollama-{suffix}"));
+    assert_eq!(
+        service(&st, "ollama")["container_name"],
+        format!("ollama-{suffix}")
+    );
     let h = healthy(&client, Duration::from_secs(60)).await;
     assert!(all_healthy(&h), "{h:#}");
     // The Ollama image has no shell: the TCP probe runs from the helper image.
     let tcp = probe(&h, "ollama", "tcp ollama:11434");
     assert_eq!(tcp["ok"], true, "{tcp:#}");
-    assert!(tcp["detail"].as_str().is_some_and(|d| d.contains("busybox:stable")), "{tcp:#}");
+    assert!(
+        tcp["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("busybox:stable")),
+        "{tcp:#}"
+    );
     // The UI has a Docker healthcheck, so no TCP probe is needed for it.
-    assert!(service(&h, "open-webui")["probes"].as_array().expect("probes").is_empty());
+    assert!(service(&h, "open-webui")["probes"]
+        .as_array()
+        .expect("probes")
+        .is_empty());
     let port = stack.env_value("OPEN_WEBUI_PORT").expect("port");
     let version: Value = reqwest::get(format!("http://127.0.0.1:{port}/ollama/api/version"))
         .await
@@ -551,9 +748,17 @@ async fn ollama_and_a_web_ui_with_container_names() {
         .json()
         .await
         .expect("json");
-    assert!(version["version"].is_string(), "the UI reaches Ollama by its service name: {version}");
+    assert!(
+        version["version"].is_string(),
+        "the UI reaches Ollama by its service name: {version}"
+    );
     let e = err(&call(&client, "backup", json!({})).await);
-    assert!(e["message"].as_str().is_some_and(|m| m.contains("no data service")), "{e:#}");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no data service")),
+        "{e:#}"
+    );
     let down = ok(&call(&client, "compose_down", json!({})).await);
     assert_eq!(down["confirmed_by"], "elicitation");
     assert!(stack.resources("container").is_empty());

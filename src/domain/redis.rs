@@ -20,17 +20,19 @@ pub fn keyspace_counts(info: &str) -> Result<BTreeMap<String, u64>, String> {
         let Some((db, rest)) = line.split_once(':') else {
             continue;
         };
-        if !db.starts_with("db") || !db[2..].bytes().all(|b| b.is_ascii_digit()) || db.len() < 3
-        {
+        if !db.starts_with("db") || !db[2..].bytes().all(|b| b.is_ascii_digit()) || db.len() < 3 {
             continue;
         }
         let keys = rest
             .split(',')
             .find_map(|kv| kv.strip_prefix("keys="))
             .ok_or_else(|| format!("no keys= in `{}`", crate::domain::redact::cap(line, 120)))?;
-        let n: u64 = keys
-            .parse()
-            .map_err(|_| format!("bad key count in `{}`", crate::domain::redact::cap(line, 120)))?;
+        let n: u64 = keys.parse().map_err(|_| {
+            format!(
+                "bad key count in `{}`",
+                crate::domain::redact::cap(line, 120)
+            )
+        })?;
         out.insert(db.to_string(), n);
     }
     Ok(out)
@@ -54,9 +56,17 @@ pub fn config_pairs(text: &str) -> BTreeMap<String, String> {
 /// The first line of a redis-cli answer when it is an error reply.
 pub fn error_reply(text: &str) -> Option<String> {
     let first = text.lines().map(str::trim).find(|l| !l.is_empty())?;
-    let is_error = ["ERR", "NOAUTH", "WRONGPASS", "NOPERM", "LOADING", "MISCONF", "BUSY"]
-        .iter()
-        .any(|p| first.starts_with(p))
+    let is_error = [
+        "ERR",
+        "NOAUTH",
+        "WRONGPASS",
+        "NOPERM",
+        "LOADING",
+        "MISCONF",
+        "BUSY",
+    ]
+    .iter()
+    .any(|p| first.starts_with(p))
         || first.starts_with("(error)")
         || first.starts_with("Could not connect")
         || first.starts_with("AUTH failed");
@@ -81,9 +91,9 @@ pub struct Persistence {
 impl Persistence {
     pub fn from_config(c: &BTreeMap<String, String>) -> Result<Self, String> {
         let get = |k: &str| c.get(k).cloned();
-        let dir = get("dir").filter(|d| d.starts_with('/')).ok_or(
-            "CONFIG GET dir gave no absolute directory (is CONFIG renamed or disabled?)",
-        )?;
+        let dir = get("dir")
+            .filter(|d| d.starts_with('/'))
+            .ok_or("CONFIG GET dir gave no absolute directory (is CONFIG renamed or disabled?)")?;
         let dbfilename = get("dbfilename")
             .filter(|f| !f.is_empty() && !f.contains('/'))
             .ok_or("CONFIG GET dbfilename gave no file name")?;
@@ -304,13 +314,18 @@ mod tests {
 
     #[test]
     fn info_and_config_answers_parse() {
-        let info = "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb5:keys=12,expires=0,avg_ttl=0\r\n";
+        let info =
+            "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\ndb5:keys=12,expires=0,avg_ttl=0\r\n";
         let counts = keyspace_counts(info).expect("counts");
         assert_eq!(counts["db0"], 3);
         assert_eq!(counts["db5"], 12);
         assert!(keyspace_counts("# Keyspace\r\n").expect("empty").is_empty());
         assert_eq!(
-            info_field("# Persistence\r\nloading:0\r\nrdb_bgsave_in_progress:1\r\n", "rdb_bgsave_in_progress").as_deref(),
+            info_field(
+                "# Persistence\r\nloading:0\r\nrdb_bgsave_in_progress:1\r\n",
+                "rdb_bgsave_in_progress"
+            )
+            .as_deref(),
             Some("1")
         );
         let c = config_pairs("save\n\nappendonly\nno\ndir\n/data\ndbfilename\ndump.rdb\n");

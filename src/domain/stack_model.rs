@@ -67,8 +67,24 @@ impl RoleSource {
 /// exporter, a proxy) rather than the store itself: `mongo-express`, `redis-commander`,
 /// `postgres-exporter`, `redisinsight` are not databases.
 const TOOL_TOKENS: [&str; 18] = [
-    "exporter", "express", "commander", "insight", "admin", "adminer", "ui", "webui", "web",
-    "gui", "browser", "backup", "operator", "proxy", "sentinel", "cli", "client", "bouncer",
+    "exporter",
+    "express",
+    "commander",
+    "insight",
+    "admin",
+    "adminer",
+    "ui",
+    "webui",
+    "web",
+    "gui",
+    "browser",
+    "backup",
+    "operator",
+    "proxy",
+    "sentinel",
+    "cli",
+    "client",
+    "bouncer",
 ];
 
 impl Role {
@@ -307,18 +323,17 @@ pub fn model_from_config(
                 .and_then(|s| s.get("x-stackpilot"));
             let xfield = |k: &str| x.and_then(|x| x.get(k)).and_then(str_of);
             let image = svc.get("image").and_then(str_of);
-            let (role, role_source) =
-                match (
-                    label("io.stackpilot.role").and_then(|r| Role::parse(&r)),
-                    xfield("role").and_then(|r| Role::parse(&r)),
-                ) {
-                    (Some(r), _) => (r, RoleSource::Label),
-                    (None, Some(r)) => (r, RoleSource::XStackpilot),
-                    (None, None) => match image.as_deref().map(Role::from_image) {
-                        Some(r) if r != Role::Other => (r, RoleSource::Image),
-                        _ => (Role::Other, RoleSource::None),
-                    },
-                };
+            let (role, role_source) = match (
+                label("io.stackpilot.role").and_then(|r| Role::parse(&r)),
+                xfield("role").and_then(|r| Role::parse(&r)),
+            ) {
+                (Some(r), _) => (r, RoleSource::Label),
+                (None, Some(r)) => (r, RoleSource::XStackpilot),
+                (None, None) => match image.as_deref().map(Role::from_image) {
+                    Some(r) if r != Role::Other => (r, RoleSource::Image),
+                    _ => (Role::Other, RoleSource::None),
+                },
+            };
             let mut named_volumes: Vec<String> = svc
                 .get("volumes")
                 .and_then(Value::as_array)

@@ -70,7 +70,9 @@ async fn read_secret_file(
         return Err(ToolError::external(format!(
             "{key}_FILE is `{shown}`, not an absolute path inside the container"
         ))
-        .next_step(format!("set {key}_FILE to the secret's path, such as /run/secrets/<name>")));
+        .next_step(format!(
+            "set {key}_FILE to the secret's path, such as /run/secrets/<name>"
+        )));
     }
     let p = engine
         .exec(
@@ -83,7 +85,13 @@ async fn read_secret_file(
     let f = process::run(p, Stdout::Capture(MAX_SECRET_BYTES + 1), None, ct).await?;
     if !f.ok() {
         // cat's own message names the path and the reason, never the content.
-        let why = f.stderr_tail.lines().last().unwrap_or("").trim().to_string();
+        let why = f
+            .stderr_tail
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim()
+            .to_string();
         return Err(ToolError::external(format!(
             "the file {key}_FILE names ({shown}) could not be read inside the container: cat exited with code {}{}",
             f.exit_code,

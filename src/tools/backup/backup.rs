@@ -774,7 +774,12 @@ async fn dump_redis(
         }
     };
     let process = engine
-        .exec(&c.id, vec!["cat".into(), dump_path.clone()], Vec::new(), false)
+        .exec(
+            &c.id,
+            vec!["cat".into(), dump_path.clone()],
+            Vec::new(),
+            false,
+        )
         .await;
     let (w, _) = stream_to_file(call, process, sink, "cat (the Redis dump file)").await?;
     let mut note = p.describe();
@@ -782,7 +787,9 @@ async fn dump_redis(
         let rm = vec!["rm".into(), "-f".into(), dump_path.clone()];
         let removed = engines::capture(engine, &c.id, rm, &call.ct).await;
         if removed.is_ok_and(|f| f.ok()) {
-            note.push_str(&format!("; {dump_path}, which BGSAVE wrote, was removed again"));
+            note.push_str(&format!(
+                "; {dump_path}, which BGSAVE wrote, was removed again"
+            ));
         } else {
             note.push_str(&format!(
                 "; {dump_path}, which BGSAVE wrote, could not be removed: the next start loads it"
@@ -825,9 +832,14 @@ pub(crate) async fn pg_counts(
     container: &str,
     conn: &PgConn,
 ) -> Result<BTreeMap<String, u64>, ToolError> {
-    let f =
-        engines::capture_env(engine, container, conn.counts_cmd(), conn.exec_env(), &call.ct)
-            .await?;
+    let f = engines::capture_env(
+        engine,
+        container,
+        conn.counts_cmd(),
+        conn.exec_env(),
+        &call.ct,
+    )
+    .await?;
     if !f.ok() {
         return Err(process::failed("psql (row counts)", &f));
     }

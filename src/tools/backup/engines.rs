@@ -429,7 +429,9 @@ fn redis_answer(what: &str, f: &Finished, conn: &RedisConn) -> Result<String, To
     }
     if let Some(reply) = redis::error_reply(&text).or_else(|| redis::error_reply(&f.stderr_tail)) {
         let reply = crate::domain::redact::redact_text(&reply, &secrets);
-        let auth = reply.starts_with("NOAUTH") || reply.starts_with("WRONGPASS") || reply.starts_with("AUTH");
+        let auth = reply.starts_with("NOAUTH")
+            || reply.starts_with("WRONGPASS")
+            || reply.starts_with("AUTH");
         return Err(ToolError::external(format!("{what}: Redis answered `{reply}`")).next_step(
             if auth {
                 "Redis wants a password stackpilot could not find: set REDIS_PASSWORD (or REDIS_PASSWORD_FILE) in the service's environment, or pass it as `--requirepass` in its command"
@@ -465,8 +467,9 @@ pub async fn redis_persistence(
     )
     .await?;
     Persistence::from_config(&redis::config_pairs(&text)).map_err(|why| {
-        ToolError::external(format!("redis-cli CONFIG GET: {why}"))
-            .next_step("allow CONFIG for stackpilot, or set x-stackpilot backup: volume on the service")
+        ToolError::external(format!("redis-cli CONFIG GET: {why}")).next_step(
+            "allow CONFIG for stackpilot, or set x-stackpilot backup: volume on the service",
+        )
     })
 }
 
@@ -534,8 +537,10 @@ pub async fn redis_bgsave(
             &redis_call(engine, container, conn, &["LASTSAVE"], ct).await?,
             "LASTSAVE",
         )?;
-        while first_number(&redis_call(engine, container, conn, &["TIME"], ct).await?, "TIME")?
-            <= before
+        while first_number(
+            &redis_call(engine, container, conn, &["TIME"], ct).await?,
+            "TIME",
+        )? <= before
         {
             sleep().await?;
         }
@@ -572,8 +577,7 @@ pub async fn redis_bgsave(
         }
         // Another save or an AOF rewrite runs: wait for it, then take ours.
         loop {
-            let info =
-                redis_call(engine, container, conn, &["INFO", "persistence"], ct).await?;
+            let info = redis_call(engine, container, conn, &["INFO", "persistence"], ct).await?;
             let busy = |f: &str| redis::info_field(&info, f).as_deref() == Some("1");
             if !busy("rdb_bgsave_in_progress") && !busy("aof_rewrite_in_progress") {
                 break;
@@ -585,15 +589,23 @@ pub async fn redis_bgsave(
         }
     };
     loop {
-        let text = redis_pipeline(engine, container, conn, &["LASTSAVE", "INFO persistence"], ct)
-            .await?;
+        let text = redis_pipeline(
+            engine,
+            container,
+            conn,
+            &["LASTSAVE", "INFO persistence"],
+            ct,
+        )
+        .await?;
         let (first, info) = text.split_once('\n').unwrap_or((text.as_str(), ""));
         let last = first_number(first, "LASTSAVE")?;
         let in_progress = redis::info_field(info, "rdb_bgsave_in_progress").as_deref() == Some("1");
         if last > before && !in_progress {
             return Ok(counts);
         }
-        if !in_progress && redis::info_field(info, "rdb_last_bgsave_status").as_deref() == Some("err") {
+        if !in_progress
+            && redis::info_field(info, "rdb_last_bgsave_status").as_deref() == Some("err")
+        {
             return Err(ToolError::external(
                 "Redis's BGSAVE failed (rdb_last_bgsave_status:err): no dump was taken",
             )
@@ -843,12 +855,21 @@ mod tests {
 
     #[test]
     fn redis_passwords_never_reach_the_arguments() {
-        let c = RedisConn::new(&[], &["redis-server".into(), "--requirepass".into(), "s3cret".into()]);
+        let c = RedisConn::new(
+            &[],
+            &[
+                "redis-server".into(),
+                "--requirepass".into(),
+                "s3cret".into(),
+            ],
+        );
         assert_eq!(c.exec_env(), ["REDISCLI_AUTH=s3cret"]);
         assert!(!c.cli(&["PING"]).iter().any(|a| a.contains("s3cret")));
         let c = RedisConn::new(&["REDIS_PASSWORD=fromenv".into()], &[]);
         assert_eq!(c.secrets(), ["fromenv"]);
-        assert!(RedisConn::new(&[], &["redis-server".into()]).exec_env().is_empty());
+        assert!(RedisConn::new(&[], &["redis-server".into()])
+            .exec_env()
+            .is_empty());
         let c = PgConn::from_env(&["POSTGRES_PASSWORD=pw".into()]);
         assert_eq!(c.exec_env(), ["PGPASSWORD=pw"]);
         assert!(!c.dump_cmd().iter().any(|a| a.contains("pw")));

@@ -530,24 +530,38 @@ async fn restore_redis(
         engines::feed_process(writer, path.to_path_buf(), Decode::Zstd, false, &call.ct).await?;
     stats?;
     if !f.ok() {
-        return Err(process::failed("writing the dump into the Redis container", &f)
-            .next_step("nothing was replaced yet: check the service's data directory is writable"));
+        return Err(
+            process::failed("writing the dump into the Redis container", &f).next_step(
+                "nothing was replaced yet: check the service's data directory is writable",
+            ),
+        );
     }
     let mut quiet = vec!["CONFIG SET save \"\""];
     if p.appendonly {
         quiet.push("CONFIG SET appendonly no");
     }
     engines::redis_pipeline(engine, &c.id, &conn, &quiet, &call.ct).await?;
-    let f = engines::capture(engine, &c.id, engines::redis_install_cmd(&p, &staged), &call.ct).await?;
+    let f = engines::capture(
+        engine,
+        &c.id,
+        engines::redis_install_cmd(&p, &staged),
+        &call.ct,
+    )
+    .await?;
     if !f.ok() {
         return Err(process::failed("putting the dump in place", &f));
     }
     engine.restart(&c.id, None).await?;
     let started = Instant::now();
     loop {
-        let answer =
-            engines::redis_pipeline(engine, &c.id, &conn, &["PING", "INFO persistence"], &call.ct)
-                .await;
+        let answer = engines::redis_pipeline(
+            engine,
+            &c.id,
+            &conn,
+            &["PING", "INFO persistence"],
+            &call.ct,
+        )
+        .await;
         if let Ok(text) = &answer {
             let loading = crate::domain::redis::info_field(text, "loading");
             if text.trim_start().starts_with("PONG") && loading.as_deref() == Some("0") {

@@ -952,7 +952,11 @@ async fn network_probe(ctx: &Ctx<'_>, svc: &ServiceModel, pc: &Instance, port: u
             "the container is attached to no network",
         );
     };
-    let host = if net == "host" { "127.0.0.1" } else { svc.name.as_str() };
+    let host = if net == "host" {
+        "127.0.0.1"
+    } else {
+        svc.name.as_str()
+    };
     let name = format!("tcp {host}:{port} from a helper on network {net}");
     let mut candidates: Vec<String> = pc.image.iter().cloned().collect();
     if !candidates.contains(&ctx.helper_image) {
@@ -991,7 +995,9 @@ async fn network_probe(ctx: &Ctx<'_>, svc: &ServiceModel, pc: &Instance, port: u
             Ok(Err(e)) if e.message.contains("not found") || e.message.contains("no such file") => {
                 tried.push(format!("{image}: {}", redact::cap(&e.message, 200)));
             }
-            Ok(Err(e)) => return probe(name, false, redact::cap(&e.message, 300), None, ms_since(t)),
+            Ok(Err(e)) => {
+                return probe(name, false, redact::cap(&e.message, 300), None, ms_since(t))
+            }
             Ok(Ok(f)) => {
                 let err = f.stderr_tail.trim().to_string();
                 let unusable = f.exit_code == 127
@@ -1004,7 +1010,13 @@ async fn network_probe(ctx: &Ctx<'_>, svc: &ServiceModel, pc: &Instance, port: u
                 }
                 let ms = ms_since(t);
                 return if f.ok() {
-                    probe(name, true, format!("connected (helper from {image})"), None, ms)
+                    probe(
+                        name,
+                        true,
+                        format!("connected (helper from {image})"),
+                        None,
+                        ms,
+                    )
                 } else {
                     probe(
                         name,
@@ -1058,7 +1070,18 @@ async fn deep_probes(
             // The same connection settings backup uses (POSTGRES_USER / _DB, their _FILEs).
             let env = match credentials(ctx, c).await {
                 Ok(env) => env,
-                Err(e) => return (vec![probe("postgres credentials", false, redact::cap(&e.message, 300), None, 0.0)], None),
+                Err(e) => {
+                    return (
+                        vec![probe(
+                            "postgres credentials",
+                            false,
+                            redact::cap(&e.message, 300),
+                            None,
+                            0.0,
+                        )],
+                        None,
+                    )
+                }
             };
             let conn = crate::tools::backup::engines::PgConn::from_env(&env);
             let (a, b) = tokio::join!(
@@ -1075,7 +1098,19 @@ async fn deep_probes(
                     ctx,
                     id,
                     "select 1",
-                    argv(&["psql", "-X", "-A", "-t", "-w", "-U", &conn.user, "-d", &conn.database, "-c", "select 1"]),
+                    argv(&[
+                        "psql",
+                        "-X",
+                        "-A",
+                        "-t",
+                        "-w",
+                        "-U",
+                        &conn.user,
+                        "-d",
+                        &conn.database,
+                        "-c",
+                        "select 1"
+                    ]),
                     conn.exec_env(),
                     Some("1"),
                     secrets
@@ -1086,7 +1121,18 @@ async fn deep_probes(
         Role::Redis => {
             let env = match credentials(ctx, c).await {
                 Ok(env) => env,
-                Err(e) => return (vec![probe("redis credentials", false, redact::cap(&e.message, 300), None, 0.0)], None),
+                Err(e) => {
+                    return (
+                        vec![probe(
+                            "redis credentials",
+                            false,
+                            redact::cap(&e.message, 300),
+                            None,
+                            0.0,
+                        )],
+                        None,
+                    )
+                }
             };
             let conn = crate::tools::backup::engines::RedisConn::new(&env, &c.cmd);
             let mut secrets = secrets.to_vec();
@@ -1162,7 +1208,8 @@ async fn credentials(ctx: &Ctx<'_>, c: &InstanceDetail) -> Result<Vec<String>, T
         return Ok(c.env.clone());
     }
     let ct = tokio_util::sync::CancellationToken::new();
-    let read = crate::tools::credentials::effective_env(ctx.engine, &c.instance.id, c.env.clone(), &ct);
+    let read =
+        crate::tools::credentials::effective_env(ctx.engine, &c.instance.id, c.env.clone(), &ct);
     match tokio::time::timeout(EXEC_TIMEOUT, read).await {
         Ok(r) => r,
         Err(_) => Err(ToolError::external(format!(
