@@ -395,6 +395,10 @@ build_mongo_standin() {
     IMAGES_DONE+=("${MONGO_STANDIN_IMAGE}=built")
 }
 
+# The user-shaped stacks' and compose/examples/' images (redis, python, postgres-hub, qdrant stand-in).
+# shellcheck source=scripts/test-env-stacks.sh
+. "${REPO_ROOT}/scripts/test-env-stacks.sh"
+
 # ---------------------------------------------------------------------------------------------
 write_env() {
     local tmp="${ENV_FILE}.tmp.$$"
@@ -410,6 +414,7 @@ write_env() {
         echo "export STACKPILOT_TEST_POSTGRES_IMAGE=${POSTGRES_IMAGE}"
         echo "export STACKPILOT_TEST_MONGO_STANDIN_IMAGE=${MONGO_STANDIN_IMAGE}"
         echo "export STACKPILOT_TEST_OLLAMA_STANDIN_IMAGE=${OLLAMA_STANDIN_IMAGE}"
+        write_stack_env
     } >"${tmp}"
     mv "${tmp}" "${ENV_FILE}"
 }
@@ -429,6 +434,7 @@ cmd_start() {
     step "image postgres" build_postgres
     step "image mongo-standin" build_mongo_standin
     step "image ollama-standin" build_ollama_standin
+    build_stack_images
     write_env
 
     local total

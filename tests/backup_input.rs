@@ -260,6 +260,7 @@ fn synthetic(stack: &Path) -> PathBuf {
                 tool_versions: BTreeMap::new(),
                 duration_s: 1.0,
                 counts: BTreeMap::new(),
+                note: None,
             }],
         };
         std::fs::write(
@@ -575,6 +576,7 @@ async fn verify_reports_damaged_volume_backups() {
             tool_versions: BTreeMap::new(),
             duration_s: 1.0,
             counts: [("files".to_string(), 25), ("directories".to_string(), 2)].into(),
+            note: None,
         }],
     };
     std::fs::write(

@@ -84,15 +84,19 @@ async fn up_is_healthy_and_a_second_up_touches_nothing() {
     );
     assert_eq!(web["ports"][0]["host_ip"], "127.0.0.1");
     assert_eq!(
-        web["role"],
-        Value::Null,
-        "web's role is only in its x-stackpilot block"
+        (&web["role"], &web["role_source"]),
+        (&json!("api"), &json!("x-stackpilot")),
+        "web's role is only in its x-stackpilot block, and the report says so"
     );
     let cache = svcs
         .iter()
         .find(|s| s["service"] == "cache")
         .expect("cache");
     assert_eq!(cache["role"], "volume");
+    assert_eq!(
+        cache["role_source"], "label",
+        "cache has both: the label wins"
+    );
 
     // Progress arrived at least once a second while it ran, strictly increasing.
     let seen = progress.lock().expect("progress").clone();

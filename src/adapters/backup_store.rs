@@ -632,6 +632,8 @@ pub struct ReadStats {
     /// The first 4 decoded bytes (a mongodump archive starts with 6d e2 99 81).
     pub head: Vec<u8>,
     pub tar: Option<TarCounter>,
+    /// The RDB check of a Redis dump (magic, version, EOF, CRC-64), when asked.
+    pub rdb: Option<crate::domain::redis::RdbCheck>,
     /// The consumer stopped taking the stream after this many decoded bytes.
     pub consumer_stopped_at: Option<u64>,
 }
@@ -672,14 +674,24 @@ pub fn spawn_reader(
         (None, None)
     };
     let handle =
-        tokio::task::spawn_blocking(move || read_thread(&path, decode, count_tar, tx, &ct));
+        tokio::task::spawn_blocking(move || read_thread(&path, decode, count_tar, false, tx, &ct));
     (rx, handle)
+}
+
+/// Reads a Redis dump (zstd) without sending it anywhere: sha256 over the
+/// stored bytes and the RDB format's own check over the decoded ones.
+pub fn spawn_rdb_check(
+    path: PathBuf,
+    ct: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Result<ReadStats, ToolError>> {
+    tokio::task::spawn_blocking(move || read_thread(&path, Decode::Zstd, false, true, None, &ct))
 }
 
 fn read_thread(
     path: &Path,
     decode: Decode,
     count_tar: bool,
+    check_rdb: bool,
     mut tx: Option<mpsc::Sender<Bytes>>,
     ct: &tokio_util::sync::CancellationToken,
 ) -> Result<ReadStats, ToolError> {
@@ -691,6 +703,7 @@ fn read_thread(
     };
     let mut stats = ReadStats {
         tar: count_tar.then(TarCounter::default),
+        rdb: check_rdb.then(crate::domain::redis::RdbCheck::default),
         ..Default::default()
     };
     {
@@ -729,6 +742,9 @@ fn read_thread(
             stats.decoded_bytes += n as u64;
             if let Some(t) = stats.tar.as_mut() {
                 t.feed(chunk);
+            }
+            if let Some(r) = stats.rdb.as_mut() {
+                r.feed(chunk);
             }
             if let Some(t) = &tx {
                 if t.blocking_send(Bytes::copy_from_slice(chunk)).is_err() {

@@ -8,6 +8,7 @@
 //! <backup root>/<project>/<timestamp>-<service>.pgdump.zst   pg_dump -Fc, zstd-compressed
 //! <backup root>/<project>/<timestamp>-<service>.archive.gz   mongodump --archive --gzip, as streamed
 //! <backup root>/<project>/<timestamp>-<service>.<volume>.tar.zst   a named volume's tar, zstd-compressed
+//! <backup root>/<project>/<timestamp>-<service>.rdb.zst      a Redis BGSAVE dump, zstd-compressed
 //! ```
 //! where `<set id>` is `<timestamp>` or `<timestamp>-<label>` and `<timestamp>`
 //! is UTC `YYYYMMDDTHHMMSSZ`. A file is a backup only when a manifest lists it.
@@ -259,16 +260,19 @@ pub enum Method {
     Mongodump,
     /// A tar of each named volume through a short-lived helper container, zstd-compressed.
     Volume,
+    /// Redis: `BGSAVE`, then the dump file streamed through docker exec, zstd-compressed.
+    Redis,
 }
 
 impl Method {
-    pub const NAMES: [&'static str; 4] = ["pg_dump", "mongodump", "volume", "none"];
+    pub const NAMES: [&'static str; 5] = ["pg_dump", "mongodump", "redis", "volume", "none"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Method::PgDump => "pg_dump",
             Method::Mongodump => "mongodump",
             Method::Volume => "volume",
+            Method::Redis => "redis",
         }
     }
 
@@ -278,6 +282,7 @@ impl Method {
             Method::PgDump => "pgdump.zst",
             Method::Mongodump => "archive.gz",
             Method::Volume => "tar.zst",
+            Method::Redis => "rdb.zst",
         }
     }
 
@@ -330,12 +335,17 @@ pub struct ManifestEntry {
     pub stream_bytes: u64,
     /// sha256 (hex) of the file on disk.
     pub sha256: String,
-    /// Versions of the tools that wrote it (`pg_dump`, `mongodump`, `tar`, `stackpilot`).
+    /// Versions of the tools that wrote it (`pg_dump`, `mongodump`, `tar`, `redis`, `stackpilot`).
     pub tool_versions: BTreeMap<String, String>,
     pub duration_s: f64,
     /// Rows per table (`schema.table`), documents per collection (`db.collection`),
-    /// or `files` / `directories` for a volume, taken at backup time.
+    /// keys per Redis database (`db0`), or `files` / `directories` for a volume, taken at
+    /// backup time.
     pub counts: BTreeMap<String, u64>,
+    /// What stackpilot had to say about how this file was taken (a Redis without
+    /// persistence, a dump file removed again), when anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The manifest of one backup set: the commit point. Written last, atomically.
@@ -568,6 +578,7 @@ mod tests {
             tool_versions: BTreeMap::new(),
             duration_s: 0.0,
             counts: BTreeMap::new(),
+            note: None,
         }
     }
 

@@ -89,6 +89,9 @@ pub struct InstanceDetail {
     /// Its environment (`KEY=value`): read for connection settings and to
     /// mask the secret values in what it prints; never echoed.
     pub env: Vec<String>,
+    /// Its command (entrypoint arguments as configured): read for options such
+    /// as Redis's `--requirepass`; never echoed.
+    pub cmd: Vec<String>,
 }
 
 /// What the engine itself is and has.

@@ -11,6 +11,7 @@ pub mod interpolate;
 pub mod models;
 pub mod plan;
 pub mod redact;
+pub mod redis;
 pub mod stack;
 pub mod stack_model;
 pub mod time;

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::error::ToolError;
-/// What a service is to stackpilot.
+/// What a service is to stackpilot. The JSON names are stable (`ollama`, `postgres`,
+/// `mongodb`, `redis`, `mysql`, `qdrant`, `api`, `worker`, `volume`, `other`).
 #[derive(
     Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord,
 )]
@@ -25,18 +26,95 @@ pub enum Role {
     Worker,
     Volume,
     Other,
+    /// Redis and the servers that speak its protocol and ship `redis-cli` (Valkey).
+    Redis,
+    /// MySQL and MariaDB.
+    Mysql,
 }
 
+/// Where a service's role came from, so an agent sees what stackpilot guessed.
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord, Default,
+)]
+pub enum RoleSource {
+    /// The `io.stackpilot.role` label.
+    #[serde(rename = "label")]
+    Label,
+    /// The service's `x-stackpilot` block.
+    #[serde(rename = "x-stackpilot")]
+    XStackpilot,
+    /// Guessed from the image name (no label, no block).
+    #[serde(rename = "image")]
+    Image,
+    /// Nothing said or suggested one: the role is `other`.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+}
+
+impl RoleSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleSource::Label => "label",
+            RoleSource::XStackpilot => "x-stackpilot",
+            RoleSource::Image => "image",
+            RoleSource::None => "none",
+        }
+    }
+}
+
+/// Parts of an image's repository name that mark a tool around a data store (a web UI, an
+/// exporter, a proxy) rather than the store itself: `mongo-express`, `redis-commander`,
+/// `postgres-exporter`, `redisinsight` are not databases.
+const TOOL_TOKENS: [&str; 18] = [
+    "exporter",
+    "express",
+    "commander",
+    "insight",
+    "admin",
+    "adminer",
+    "ui",
+    "webui",
+    "web",
+    "gui",
+    "browser",
+    "backup",
+    "operator",
+    "proxy",
+    "sentinel",
+    "cli",
+    "client",
+    "bouncer",
+];
+
 impl Role {
-    pub const NAMES: [&'static str; 8] = [
-        "ollama", "postgres", "mongodb", "qdrant", "api", "worker", "volume", "other",
+    pub const NAMES: [&'static str; 10] = [
+        "ollama", "postgres", "mongodb", "redis", "mysql", "qdrant", "api", "worker", "volume",
+        "other",
     ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ollama => "ollama",
+            Role::Postgres => "postgres",
+            Role::Mongodb => "mongodb",
+            Role::Redis => "redis",
+            Role::Mysql => "mysql",
+            Role::Qdrant => "qdrant",
+            Role::Api => "api",
+            Role::Worker => "worker",
+            Role::Volume => "volume",
+            Role::Other => "other",
+        }
+    }
 
     pub fn parse(s: &str) -> Option<Role> {
         Some(match s.trim().to_ascii_lowercase().as_str() {
             "ollama" => Role::Ollama,
             "postgres" | "postgresql" => Role::Postgres,
             "mongodb" | "mongo" => Role::Mongodb,
+            "redis" | "valkey" => Role::Redis,
+            "mysql" | "mariadb" => Role::Mysql,
             "qdrant" => Role::Qdrant,
             "api" => Role::Api,
             "worker" => Role::Worker,
@@ -46,7 +124,11 @@ impl Role {
         })
     }
 
-    /// The default when neither a label nor an x-stackpilot block names one.
+    /// The role an image name suggests, when neither a label nor an x-stackpilot block names
+    /// one: a token of the repository's last path component (split at `-`, `_`, `.`) that
+    /// names a store (postgres, postgresql, postgis, timescaledb, pgvector; mongo, mongodb;
+    /// redis, valkey; mysql, mariadb, percona; qdrant; ollama), unless another token marks a
+    /// tool around it (`mongo-express`, `postgres-exporter`).
     pub fn from_image(image: &str) -> Role {
         let repo = image
             .rsplit('/')
@@ -54,13 +136,40 @@ impl Role {
             .unwrap_or(image)
             .split([':', '@'])
             .next()
-            .unwrap_or("");
-        match repo {
-            r if r.contains("ollama") => Role::Ollama,
-            r if r.contains("postgres") || r == "pgvector" => Role::Postgres,
-            r if r.contains("mongo") => Role::Mongodb,
-            r if r.contains("qdrant") => Role::Qdrant,
-            _ => Role::Other,
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let tokens: Vec<&str> = repo.split(['-', '_', '.']).collect();
+        if tokens.iter().any(|t| TOOL_TOKENS.contains(t)) {
+            return Role::Other;
+        }
+        tokens
+            .iter()
+            .find_map(|t| {
+                Some(match *t {
+                    "ollama" => Role::Ollama,
+                    "postgres" | "postgresql" | "postgis" | "timescaledb" | "pgvector" => {
+                        Role::Postgres
+                    }
+                    "mongo" | "mongodb" => Role::Mongodb,
+                    "redis" | "valkey" => Role::Redis,
+                    "mysql" | "mariadb" | "percona" => Role::Mysql,
+                    "qdrant" => Role::Qdrant,
+                    _ => return None,
+                })
+            })
+            .unwrap_or(Role::Other)
+    }
+
+    /// The port the role's server listens on by default inside the network.
+    pub fn default_port(self) -> Option<u16> {
+        match self {
+            Role::Ollama => Some(11434),
+            Role::Postgres => Some(5432),
+            Role::Mongodb => Some(27017),
+            Role::Redis => Some(6379),
+            Role::Mysql => Some(3306),
+            Role::Qdrant => Some(6333),
+            _ => None,
         }
     }
 
@@ -68,7 +177,13 @@ impl Role {
     pub fn holds_data(self) -> bool {
         matches!(
             self,
-            Role::Ollama | Role::Postgres | Role::Mongodb | Role::Qdrant | Role::Volume
+            Role::Ollama
+                | Role::Postgres
+                | Role::Mongodb
+                | Role::Redis
+                | Role::Mysql
+                | Role::Qdrant
+                | Role::Volume
         )
     }
 }
@@ -92,6 +207,9 @@ pub struct ServiceModel {
     pub build: bool,
     pub pull_policy: Option<String>,
     pub role: Role,
+    /// Where `role` came from: a label, the x-stackpilot block, the image name, or nothing.
+    #[serde(default)]
+    pub role_source: RoleSource,
     /// x-stackpilot health: an HTTP path (`/health`) or a command.
     pub health: Option<String>,
     /// x-stackpilot backup: `pg_dump`, `mongodump`, `volume` or `none`.
@@ -105,6 +223,10 @@ pub struct ServiceModel {
     /// Named volumes it mounts (compose names, before the project prefix).
     pub named_volumes: Vec<String>,
     pub ports: Vec<PublishedPort>,
+    /// Container ports the service listens on inside the network (`expose` and the targets
+    /// of `ports`), sorted.
+    #[serde(default)]
+    pub container_ports: Vec<u16>,
     /// Reserves an NVIDIA GPU (deploy.resources.reservations.devices).
     pub gpu: bool,
     pub profiles: Vec<String>,
@@ -157,6 +279,17 @@ impl StackModel {
         })
     }
 
+    /// The port a TCP probe inside the network dials: the role's default port when the
+    /// service exposes it (or exposes nothing), else the first port it exposes.
+    pub fn probe_port(svc: &ServiceModel) -> Option<u16> {
+        match svc.role.default_port() {
+            Some(p) if svc.container_ports.is_empty() || svc.container_ports.contains(&p) => {
+                Some(p)
+            }
+            _ => svc.container_ports.first().copied(),
+        }
+    }
+
     /// Services with a role, sorted by name.
     pub fn with_role(&self, role: Role) -> Vec<&ServiceModel> {
         self.services.values().filter(|s| s.role == role).collect()
@@ -195,15 +328,17 @@ pub fn model_from_config(
                 .and_then(|s| s.get("x-stackpilot"));
             let xfield = |k: &str| x.and_then(|x| x.get(k)).and_then(str_of);
             let image = svc.get("image").and_then(str_of);
-            let role = label("io.stackpilot.role")
-                .or_else(|| xfield("role"))
-                .and_then(|r| Role::parse(&r))
-                .unwrap_or_else(|| {
-                    image
-                        .as_deref()
-                        .map(Role::from_image)
-                        .unwrap_or(Role::Other)
-                });
+            let (role, role_source) = match (
+                label("io.stackpilot.role").and_then(|r| Role::parse(&r)),
+                xfield("role").and_then(|r| Role::parse(&r)),
+            ) {
+                (Some(r), _) => (r, RoleSource::Label),
+                (None, Some(r)) => (r, RoleSource::XStackpilot),
+                (None, None) => match image.as_deref().map(Role::from_image) {
+                    Some(r) if r != Role::Other => (r, RoleSource::Image),
+                    _ => (Role::Other, RoleSource::None),
+                },
+            };
             let mut named_volumes: Vec<String> = svc
                 .get("volumes")
                 .and_then(Value::as_array)
@@ -237,6 +372,26 @@ pub fn model_from_config(
                 })
                 .unwrap_or_default();
             ports.sort();
+            let mut container_ports: Vec<u16> = svc
+                .get("expose")
+                .and_then(Value::as_array)
+                .map(|e| {
+                    e.iter()
+                        .filter_map(str_of)
+                        .filter_map(|p| p.split(['/', '-']).next()?.trim().parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            container_ports.extend(
+                svc.get("ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p.get("protocol").and_then(Value::as_str).unwrap_or("tcp") == "tcp")
+                    .filter_map(|p| p.get("target").and_then(port_of)),
+            );
+            container_ports.sort();
+            container_ports.dedup();
             let gpu = svc
                 .pointer("/deploy/resources/reservations/devices")
                 .and_then(Value::as_array)
@@ -259,6 +414,7 @@ pub fn model_from_config(
                     build: svc.get("build").is_some(),
                     pull_policy: svc.get("pull_policy").and_then(str_of),
                     role,
+                    role_source,
                     // `docker compose config` escapes a literal `$` as `$$`.
                     health: label("io.stackpilot.health")
                         .or_else(|| xfield("health"))
@@ -270,6 +426,7 @@ pub fn model_from_config(
                     healthcheck,
                     named_volumes,
                     ports,
+                    container_ports,
                     gpu,
                     profiles: svc
                         .get("profiles")
@@ -360,6 +517,82 @@ mod tests {
         assert_eq!(
             Role::from_image("registry.example/app@sha256:abc"),
             Role::Other
+        );
+    }
+
+    #[test]
+    fn unannotated_images_name_their_stores_and_tools_do_not() {
+        for (image, role) in [
+            ("postgres:15-alpine", Role::Postgres),
+            ("postgis/postgis:16-3.4", Role::Postgres),
+            ("timescale/timescaledb:latest-pg16", Role::Postgres),
+            ("timescale/timescaledb-ha:pg16", Role::Postgres),
+            ("pgvector/pgvector:pg16", Role::Postgres),
+            ("bitnami/postgresql:16", Role::Postgres),
+            ("mongo:7", Role::Mongodb),
+            ("mongodb/mongodb-community-server:7.0-ubi8", Role::Mongodb),
+            ("redis:7-alpine", Role::Redis),
+            ("redis/redis-stack-server:latest", Role::Redis),
+            ("bitnami/redis:7.2", Role::Redis),
+            ("valkey/valkey:8", Role::Redis),
+            ("mysql:8.4", Role::Mysql),
+            ("mariadb:11", Role::Mysql),
+            ("qdrant/qdrant:v1.13.6", Role::Qdrant),
+            ("ollama/ollama", Role::Ollama),
+            ("mongo-express", Role::Other),
+            ("rediscommander/redis-commander:latest", Role::Other),
+            ("redis/redisinsight:latest", Role::Other),
+            ("prometheuscommunity/postgres-exporter", Role::Other),
+            ("oliver006/redis_exporter", Role::Other),
+            ("bitnami/redis-sentinel:7.2", Role::Other),
+            ("dpage/pgadmin4", Role::Other),
+            ("ghcr.io/open-webui/open-webui:main", Role::Other),
+            ("adminer", Role::Other),
+            ("python:3.12-slim", Role::Other),
+        ] {
+            assert_eq!(Role::from_image(image), role, "{image}");
+        }
+        for name in Role::NAMES {
+            let role = Role::parse(name).expect(name);
+            assert_eq!(role.as_str(), name);
+            assert_eq!(serde_json::to_value(role).expect("json"), name);
+        }
+    }
+
+    #[test]
+    fn role_sources_are_reported() {
+        let json = json!({
+            "name": "demo",
+            "services": {
+                "a": {"image": "redis:7", "labels": {"io.stackpilot.role": "volume"}},
+                "b": {"image": "redis:7"},
+                "c": {"image": "redis:7"},
+                "d": {"build": {"context": "."}, "expose": ["8000"], "ports": [{"target": 8001, "published": "18001", "protocol": "tcp"}]},
+                "e": {"image": "busybox", "labels": {"io.stackpilot.role": "nonsense"}}
+            }
+        });
+        let yaml = json!({"services": {"c": {"x-stackpilot": {"role": "api"}}}});
+        let m = model_from_config(&json, &yaml, Path::new("/s"), &[]);
+        let got: Vec<(Role, RoleSource)> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| (m.services[*s].role, m.services[*s].role_source))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Role::Volume, RoleSource::Label),
+                (Role::Redis, RoleSource::Image),
+                (Role::Api, RoleSource::XStackpilot),
+                (Role::Other, RoleSource::None),
+                (Role::Other, RoleSource::None),
+            ]
+        );
+        assert_eq!(m.services["d"].container_ports, [8000, 8001]);
+        assert_eq!(StackModel::probe_port(&m.services["b"]), Some(6379));
+        assert_eq!(StackModel::probe_port(&m.services["d"]), Some(8000));
+        assert_eq!(
+            serde_json::to_value(RoleSource::XStackpilot).expect("json"),
+            "x-stackpilot"
         );
     }
 

@@ -41,7 +41,9 @@ impl EngineKind {
 }
 
 /// A short-lived helper with one of the stack's volumes mounted at `/data`
-/// (volume backups and restores, when the service's own image has no `tar`).
+/// (volume backups and restores, when the service's own image has no `tar`),
+/// or attached to one of the stack's networks (a TCP probe of a service from
+/// where its neighbours reach it).
 #[derive(Debug, Clone)]
 pub struct HelperSpec {
     pub image: String,
@@ -50,6 +52,8 @@ pub struct HelperSpec {
     /// (engine volume name, read only)
     pub volume: Option<(String, bool)>,
     pub stdin: bool,
+    /// The engine network to attach it to; None: no network at all.
+    pub network: Option<String>,
 }
 
 /// The port. Every method is bounded by the engine's own request timeout;

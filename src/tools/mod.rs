@@ -3,6 +3,7 @@
 //! helpers. `def` is the tool definition type every tool file fills in;
 //! `list` is the one place that names every tool.
 pub mod backup;
+pub mod credentials;
 pub mod def;
 pub mod hardware;
 pub mod health;

@@ -56,16 +56,31 @@ pub struct DockerStack {
     pub docker_host: String,
 }
 
+/// Copies a directory tree (files and subdirectories; `backups/` and
+/// `.stackpilot/` left behind).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("create dir");
+    for entry in std::fs::read_dir(src).expect("source dir exists") {
+        let entry = entry.expect("entry");
+        let kind = entry.file_type().expect("type");
+        let name = entry.file_name();
+        if kind.is_dir() && name != "backups" && name != ".stackpilot" {
+            copy_tree(&entry.path(), &dst.join(&name));
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), dst.join(&name)).expect("copy");
+        }
+    }
+}
+
 impl DockerStack {
     pub fn new(name: &str, docker_host: &str) -> Self {
+        Self::from_dir(&root().join("tests/stacks").join(name), name, docker_host)
+    }
+
+    /// A copy of any stack directory (subdirectories included), named like `new`'s.
+    pub fn from_dir(src: &Path, name: &str, docker_host: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let src = root().join("tests/stacks").join(name);
-        for entry in std::fs::read_dir(&src).expect("stack exists") {
-            let entry = entry.expect("entry");
-            if entry.file_type().expect("type").is_file() {
-                std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
-            }
-        }
+        copy_tree(src, dir.path());
         let unique = format!(
             "sptest-{name}-{}-{}",
             std::process::id(),

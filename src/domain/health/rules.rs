@@ -11,7 +11,8 @@
 //! | restarting (the restart policy is bringing it back after an exit) | unhealthy (crash loop) |
 //! | running, >= 3 policy restarts and up < 60 s | unhealthy (crash loop) |
 //! | running, Docker health `unhealthy` | unhealthy |
-//! | running, a deep probe failed (HTTP not 2xx, pg_isready, select 1, ping, /readyz, command exit != 0, Ollama API down) | unhealthy |
+//! | running, a deep probe failed (HTTP not 2xx, pg_isready, select 1, ping, PING, /readyz, command exit != 0, Ollama API down) | unhealthy |
+//! | running, no compose healthcheck and no x-stackpilot health, and a TCP connect to its port from a helper on its network fails | unhealthy |
 //! | running, a published TCP port refuses and there is no health check | unhealthy |
 //! | running, a published TCP port refuses while the health check passes or starts | degraded |
 //! | running, Docker health `starting` | degraded |
@@ -381,9 +382,13 @@ fn ollama_signals(
 
 fn probe_hint(svc: &ServiceModel, probe: &ProbeReport) -> Hint {
     let what = match svc.role {
+        _ if probe.name.starts_with("tcp ") => {
+            "nothing accepts connections on its port inside the network"
+        }
         Role::Postgres => "Postgres does not accept queries",
         Role::Mongodb => "MongoDB does not answer a ping",
         Role::Qdrant => "Qdrant is not ready",
+        Role::Redis => "Redis does not answer PING",
         _ => "the service's own health probe fails",
     };
     recover_hint(
@@ -676,6 +681,7 @@ mod tests {
             build: false,
             pull_policy: None,
             role,
+            role_source: Default::default(),
             health: None,
             backup: None,
             healthcheck: true,
@@ -686,6 +692,7 @@ mod tests {
                 container_port: 8080,
                 protocol: "tcp".into(),
             }],
+            container_ports: vec![],
             gpu: false,
             profiles: vec![],
             depends_on: vec![],

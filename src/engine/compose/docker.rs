@@ -325,6 +325,7 @@ pub fn detail_of_inspect(c: ContainerInspectResponse) -> InstanceDetail {
         memory_limit: host_config.memory,
         labels,
         env: config.env.unwrap_or_default(),
+        cmd: config.cmd.unwrap_or_default(),
     }
 }
 

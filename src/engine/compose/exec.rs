@@ -114,9 +114,10 @@ impl Exit for ExecExit {
     }
 }
 
-/// Creates, attaches to and starts a helper container: no network, no log
-/// driver (its stdout is the backup stream and must not be copied into the
-/// engine's logs), root inside so it can read every file of the volume.
+/// Creates, attaches to and starts a helper container: no network unless the
+/// spec names one, no log driver (its stdout is the backup stream and must not
+/// be copied into the engine's logs), root inside so it can read every file
+/// of the volume.
 /// It is removed when its process is finished or dropped.
 pub async fn helper(
     docker: &Docker,
@@ -147,14 +148,14 @@ pub async fn helper(
         open_stdin: Some(spec.stdin),
         stdin_once: Some(spec.stdin),
         tty: Some(false),
-        network_disabled: Some(true),
+        network_disabled: Some(spec.network.is_none()),
         labels: Some(HashMap::from([(
             LABEL_HELPER.to_string(),
             project.to_string(),
         )])),
         host_config: Some(HostConfig {
             mounts,
-            network_mode: Some("none".into()),
+            network_mode: Some(spec.network.clone().unwrap_or_else(|| "none".into())),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("none".into()),
                 config: None,

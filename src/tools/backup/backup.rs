@@ -37,8 +37,8 @@ use crate::tools::def::{self, Hints, ToolDef};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
-    /// Services to back up. Default: every data service (role postgres, mongodb or volume,
-    /// or an x-stackpilot `backup` policy other than none).
+    /// Services to back up. Default: every data service (role postgres, mongodb, redis or
+    /// volume, or an x-stackpilot `backup` policy other than none).
     #[serde(default)]
     pub services: Option<Vec<String>>,
     /// Added to the set id (`<timestamp>-<label>`): letters, digits, `-`, `_`; at most 64.
@@ -76,13 +76,16 @@ pub static TOOL: ToolDef = ToolDef {
     name: "backup",
     title: "Back up data services",
     description: "Back up the stack's data services into one backup set: Postgres with `pg_dump -Fc` \
-        (zstd-compressed), MongoDB with `mongodump --archive --gzip`, named volumes as a tar through a \
+        (zstd-compressed), MongoDB with `mongodump --archive --gzip`, Redis with BGSAVE and its dump \
+        file (zstd-compressed), named volumes as a tar through a \
         short-lived helper container (zstd-compressed; stop_during_backup stops the service meanwhile). \
         Streamed through docker exec (never held in memory), checksummed (sha256), written as .partial, \
         fsynced and renamed; a failed or cancelled dump leaves nothing. Layout: \
-        <backup root>/<project>/<timestamp>-<service>.pgdump.zst | .archive.gz | .<volume>.tar.zst, \
+        <backup root>/<project>/<timestamp>-<service>.pgdump.zst | .archive.gz | .rdb.zst | .<volume>.tar.zst, \
         committed by <backup root>/<project>/<timestamp>[-<label>].manifest.json (sizes, sha256, tool \
-        versions, rows per table / documents per collection / files per volume). Checks free space \
+        versions, rows per table / documents per collection / keys per Redis database / files per \
+        volume). Credentials come from the container's environment (POSTGRES_*, MONGO_INITDB_ROOT_*, \
+        REDIS_PASSWORD, and their _FILE variants read inside the container). Checks free space \
         against the previous backup first. Progress reports bytes written.",
     hints: Hints {
         read_only: false,
@@ -239,7 +242,10 @@ struct Job<'m> {
     method: Method,
     image: String,
     container: Option<Instance>,
+    /// The container's environment with its credential `_FILE`s resolved.
     env: Vec<String>,
+    /// The container's command (Redis's `--requirepass`).
+    cmd: Vec<String>,
     /// (compose name, engine name) for method volume.
     volume: Option<(String, String)>,
     stop: bool,
@@ -362,10 +368,7 @@ impl Drop for Stopped {
 }
 
 fn role_name(svc: &ServiceModel) -> String {
-    serde_json::to_value(svc.role)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "other".into())
+    svc.role.as_str().to_string()
 }
 
 pub(crate) async fn backup_targets(
@@ -386,15 +389,16 @@ pub(crate) async fn backup_targets(
     let mut jobs = Vec::new();
     for (svc, method) in targets {
         match method {
-            Method::PgDump | Method::Mongodump => {
+            Method::PgDump | Method::Mongodump | Method::Redis => {
                 let c = crate::engine::running_instance(engine, &svc.name).await?;
-                let env = engine.environment(&c.id).await?;
+                let (env, cmd) = credentials_of(call, engine, &c.id).await?;
                 jobs.push(Job {
                     svc,
                     method: *method,
                     image: c.image.clone().unwrap_or_default(),
                     container: Some(c),
                     env,
+                    cmd,
                     volume: None,
                     stop: false,
                 });
@@ -426,6 +430,7 @@ pub(crate) async fn backup_targets(
                         image: image.clone(),
                         container: container.clone(),
                         env: Vec::new(),
+                        cmd: Vec::new(),
                         volume: Some((v.clone(), engine_volume)),
                         stop: stop_override.unwrap_or(svc.stop_during_backup),
                     });
@@ -462,6 +467,7 @@ pub(crate) async fn backup_targets(
         let result = match job.method {
             Method::PgDump => dump_postgres(call, engine, &dir, &file, job, &meter).await,
             Method::Mongodump => dump_mongo(call, engine, &dir, &file, job, &meter).await,
+            Method::Redis => dump_redis(call, engine, &dir, &file, job, &meter).await,
             Method::Volume => {
                 let r = dump_volume(call, &engine_arc, model, &dir, &file, job, &meter).await;
                 match r {
@@ -697,7 +703,9 @@ async fn dump_postgres(
     // The exact counts take a scan of every table: run them beside the dump
     // (a second backend), not before it.
     let dump = async {
-        let process = engine.exec(&c.id, conn.dump_cmd(), Vec::new(), false).await;
+        let process = engine
+            .exec(&c.id, conn.dump_cmd(), conn.exec_env(), false)
+            .await;
         stream_to_file(call, process, sink, "pg_dump").await
     };
     let (dumped, counts) = tokio::join!(dump, pg_counts(call, engine, &c.id, &conn));
@@ -711,6 +719,97 @@ async fn dump_postgres(
         None,
         started,
     ))
+}
+
+/// The environment (credential `_FILE`s resolved inside the container) and
+/// the command of a service's running container.
+pub(crate) async fn credentials_of(
+    call: &Call,
+    engine: &dyn Engine,
+    id: &str,
+) -> Result<(Vec<String>, Vec<String>), ToolError> {
+    let detail = engine.inspect(id).await?.ok_or_else(|| {
+        ToolError::external("the service's container went away while stackpilot looked at it")
+            .next_step("call again")
+    })?;
+    let env = crate::tools::credentials::effective_env(engine, id, detail.env, &call.ct).await?;
+    Ok((env, detail.cmd))
+}
+
+/// A Redis dump: BGSAVE, wait for LASTSAVE to move, then the dump file
+/// streamed through docker exec (`cat`) into zstd. A Redis without
+/// persistence gets the snapshot too (the data is only in memory), and the
+/// dump file BGSAVE left behind is removed again when there was none before,
+/// so its next start stays empty as configured.
+async fn dump_redis(
+    call: &Call,
+    engine: &dyn Engine,
+    dir: &std::path::Path,
+    file: &str,
+    job: &Job<'_>,
+    meter: &Mutex<Meter>,
+) -> Result<ManifestEntry, ToolError> {
+    let started = Instant::now();
+    let c = job
+        .container
+        .as_ref()
+        .ok_or_else(|| ToolError::internal("no container for the Redis dump"))?;
+    let conn = engines::RedisConn::new(&job.env, &job.cmd);
+    let info = engines::redis_call(engine, &c.id, &conn, &["INFO", "server"], &call.ct).await?;
+    let version = crate::domain::redis::info_field(&info, "redis_version")
+        .map(|v| format!("redis {v}"))
+        .unwrap_or_else(|| "redis (version unknown)".into());
+    let p = engines::redis_persistence(engine, &c.id, &conn, &call.ct).await?;
+    let dump_path = p.dump_path();
+    let existed = if p.off() {
+        let test = vec!["test".into(), "-e".into(), dump_path.clone()];
+        engines::capture(engine, &c.id, test, &call.ct).await?.ok()
+    } else {
+        true
+    };
+    let sink = FileSink::create(dir, file, true, false)?;
+    set_current(meter, format!("redis dump {}", job.svc.name), &sink);
+    let counts = match engines::redis_bgsave(engine, &c.id, &conn, &call.ct).await {
+        Ok(c) => c,
+        Err(e) => {
+            sink.abort().await;
+            return Err(e);
+        }
+    };
+    let process = engine
+        .exec(
+            &c.id,
+            vec!["cat".into(), dump_path.clone()],
+            Vec::new(),
+            false,
+        )
+        .await;
+    let (w, _) = stream_to_file(call, process, sink, "cat (the Redis dump file)").await?;
+    let mut note = p.describe();
+    if !existed {
+        let rm = vec!["rm".into(), "-f".into(), dump_path.clone()];
+        let removed = engines::capture(engine, &c.id, rm, &call.ct).await;
+        if removed.is_ok_and(|f| f.ok()) {
+            note.push_str(&format!(
+                "; {dump_path}, which BGSAVE wrote, was removed again"
+            ));
+        } else {
+            note.push_str(&format!(
+                "; {dump_path}, which BGSAVE wrote, could not be removed: the next start loads it"
+            ));
+        }
+    }
+    let mut e = entry(
+        job,
+        w,
+        [("redis".to_string(), version)].into(),
+        counts,
+        None,
+        None,
+        started,
+    );
+    e.note = Some(note);
+    Ok(e)
 }
 
 /// A dump and the counts taken beside it: both or neither (a committed
@@ -736,7 +835,14 @@ pub(crate) async fn pg_counts(
     container: &str,
     conn: &PgConn,
 ) -> Result<BTreeMap<String, u64>, ToolError> {
-    let f = engines::capture(engine, container, conn.counts_cmd(), &call.ct).await?;
+    let f = engines::capture_env(
+        engine,
+        container,
+        conn.counts_cmd(),
+        conn.exec_env(),
+        &call.ct,
+    )
+    .await?;
     if !f.ok() {
         return Err(process::failed("psql (row counts)", &f));
     }
@@ -921,5 +1027,6 @@ fn entry(
         tool_versions,
         duration_s: round3(started.elapsed().as_secs_f64()),
         counts,
+        note: None,
     }
 }

@@ -9,8 +9,10 @@
 //!    (label `pre-restore`).
 //! 4. Restore: `pg_restore --clean --if-exists --single-transaction` and
 //!    `mongorestore --drop --archive --gzip` with the archive streamed into the
-//!    exec's stdin; a volume's contents replaced by a helper container with
-//!    the containers using it stopped (and started again afterwards).
+//!    exec's stdin; a Redis dump streamed into the data directory and put in
+//!    place of the dump file (or as the AOF's base), then the server restarted
+//!    to load it; a volume's contents replaced by a helper container with the
+//!    containers using it stopped (and started again afterwards).
 //! 5. Count again and compare with the counts the manifest recorded.
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -70,6 +72,9 @@ pub struct Restored {
     pub stopped: Vec<String>,
     pub restarted: Vec<String>,
     pub duration_s: f64,
+    /// What else happened (a Redis server restarted to load its dump).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -95,9 +100,11 @@ pub static TOOL: ToolDef = ToolDef {
         against the manifest and a safety backup of the current data is taken (label pre-restore; \
         restore it to go back). Postgres: `pg_restore --clean --if-exists --single-transaction` via \
         docker exec (a failure leaves the database as it was); MongoDB: `mongorestore --drop --archive \
-        --gzip`; volumes: contents replaced by a helper container with the service stopped, then \
+        --gzip`; Redis: the dump written into its data directory (as the AOF's base when AOF is on) and \
+        the container restarted to load it; volumes: contents replaced by a helper container with the \
+        service stopped, then \
         started again. Afterwards the counts recorded at backup time (rows per table, documents per \
-        collection, files per volume) are checked and the result says whether they match.",
+        collection, keys per Redis database, files per volume) are checked and the result says whether they match.",
     hints: Hints {
         read_only: false,
         destructive: true,
@@ -117,6 +124,7 @@ struct Target<'a> {
     svc: &'a ServiceModel,
     container: Option<Instance>,
     env: Vec<String>,
+    cmd: Vec<String>,
     /// Containers that use the volume and run now (stopped meanwhile).
     users: Vec<String>,
     /// What the data holds now (rows per table, documents per collection,
@@ -272,16 +280,21 @@ async fn resolve<'a>(
             svc,
             container: None,
             env: Vec::new(),
+            cmd: Vec::new(),
             users: Vec::new(),
             current: BTreeMap::new(),
         };
         match e.method {
-            Method::PgDump | Method::Mongodump => {
+            Method::PgDump | Method::Mongodump | Method::Redis => {
                 let c = crate::engine::running_instance(engine, &svc.name).await?;
-                t.env = engine.environment(&c.id).await?;
+                (t.env, t.cmd) = backup::credentials_of(call, engine, &c.id).await?;
                 t.current = match e.method {
                     Method::PgDump => {
                         backup::pg_counts(call, engine, &c.id, &PgConn::from_env(&t.env)).await?
+                    }
+                    Method::Redis => {
+                        let conn = engines::RedisConn::new(&t.env, &t.cmd);
+                        engines::redis_counts(engine, &c.id, &conn, &call.ct).await?
                     }
                     _ => backup::mongo_counts(call, engine, &c.id, &t.env).await?,
                 };
@@ -340,6 +353,16 @@ fn plan(call: &Call, id: &SetId, manifest: &Manifest, targets: &[Target<'_>]) ->
                     e.counts.len()
                 ),
                 false,
+            ),
+            Method::Redis => (
+                t.svc.name.clone(),
+                format!(
+                    "replace every key of Redis service {} with {}: {total} key(s) in {} database(s) at backup time; the server restarts to load it",
+                    t.svc.name,
+                    e.file,
+                    e.counts.len()
+                ),
+                true,
             ),
             Method::Volume => {
                 let v = e.volume.clone().unwrap_or_default();
@@ -428,6 +451,7 @@ async fn restore_one(
     let path = dir.join(&e.file);
     let mut stopped = Vec::new();
     let mut restarted = Vec::new();
+    let mut note = None;
     let actual = match e.method {
         Method::PgDump => {
             let c = t
@@ -436,7 +460,7 @@ async fn restore_one(
                 .ok_or_else(|| ToolError::internal("no container"))?;
             let conn = PgConn::from_env(&t.env);
             let p = engine
-                .exec(&c.id, conn.restore_cmd(), Vec::new(), true)
+                .exec(&c.id, conn.restore_cmd(), conn.exec_env(), true)
                 .await?;
             let (stats, f) = engines::feed_process(p, path, Decode::Zstd, false, &call.ct).await?;
             stats?;
@@ -461,6 +485,11 @@ async fn restore_one(
                 return Err(process::failed("mongorestore", &f));
             }
             backup::mongo_counts(call, engine.as_ref(), &c.id, &t.env).await?
+        }
+        Method::Redis => {
+            let (counts, n) = restore_redis(call, engine.as_ref(), &path, t).await?;
+            note = Some(n);
+            counts
         }
         Method::Volume => {
             let volume = e.volume.clone().unwrap_or_default();
@@ -489,7 +518,109 @@ async fn restore_one(
         stopped,
         restarted,
         duration_s: round3(started.elapsed().as_secs_f64()),
+        note,
     })
+}
+
+/// How long a restarted Redis may take to load its dump and answer.
+const REDIS_READY_LIMIT: Duration = Duration::from_secs(600);
+
+/// Streams the dump into the Redis container's data directory, stops the
+/// server from writing anything of its own on the way down (`save ""`, AOF
+/// off, both for this process only), puts the dump in place of the dump file
+/// (or as the AOF's base when AOF is on), restarts the container so the
+/// server loads it, and waits until it answers with the data loaded. A Redis
+/// without persistence loads the dump at that start; the file is removed
+/// again afterwards so later starts stay empty, as configured.
+async fn restore_redis(
+    call: &Call,
+    engine: &dyn Engine,
+    path: &std::path::Path,
+    t: &Target<'_>,
+) -> Result<(BTreeMap<String, u64>, String), ToolError> {
+    let c = t
+        .container
+        .as_ref()
+        .ok_or_else(|| ToolError::internal("no container"))?;
+    let conn = engines::RedisConn::new(&t.env, &t.cmd);
+    let p = engines::redis_persistence(engine, &c.id, &conn, &call.ct).await?;
+    let staged = format!("{}/.stackpilot-restore.rdb", p.dir);
+    let writer = engine
+        .exec(&c.id, engines::write_file_cmd(&staged), Vec::new(), true)
+        .await?;
+    let (stats, f) =
+        engines::feed_process(writer, path.to_path_buf(), Decode::Zstd, false, &call.ct).await?;
+    stats?;
+    if !f.ok() {
+        return Err(
+            process::failed("writing the dump into the Redis container", &f).next_step(
+                "nothing was replaced yet: check the service's data directory is writable",
+            ),
+        );
+    }
+    let mut quiet = vec!["CONFIG SET save \"\""];
+    if p.appendonly {
+        quiet.push("CONFIG SET appendonly no");
+    }
+    engines::redis_pipeline(engine, &c.id, &conn, &quiet, &call.ct).await?;
+    let f = engines::capture(
+        engine,
+        &c.id,
+        engines::redis_install_cmd(&p, &staged),
+        &call.ct,
+    )
+    .await?;
+    if !f.ok() {
+        return Err(process::failed("putting the dump in place", &f));
+    }
+    engine.restart(&c.id, None).await?;
+    let started = Instant::now();
+    loop {
+        let answer = engines::redis_pipeline(
+            engine,
+            &c.id,
+            &conn,
+            &["PING", "INFO persistence"],
+            &call.ct,
+        )
+        .await;
+        if let Ok(text) = &answer {
+            let loading = crate::domain::redis::info_field(text, "loading");
+            if text.trim_start().starts_with("PONG") && loading.as_deref() == Some("0") {
+                break;
+            }
+        }
+        if started.elapsed() > REDIS_READY_LIMIT {
+            let why = answer.err().map(|e| e.message).unwrap_or_default();
+            return Err(ToolError::external(format!(
+                "Redis did not answer with its data loaded within {} s of the restart: {why}",
+                REDIS_READY_LIMIT.as_secs()
+            ))
+            .next_step("read why in its log (health with logs_tail)"));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = call.ct.cancelled() => return Err(ToolError::new(ErrorKind::Cancelled, "restore cancelled while Redis loaded the dump")),
+        }
+    }
+    let mut note = format!(
+        "the container restarted and Redis loaded the dump at start ({})",
+        p.describe()
+    );
+    if p.off() {
+        let rm = vec!["rm".into(), "-f".into(), p.dump_path()];
+        if engines::capture(engine, &c.id, rm, &call.ct)
+            .await
+            .is_ok_and(|f| f.ok())
+        {
+            note.push_str(&format!(
+                "; {} was removed after loading, so later starts stay empty as configured",
+                p.dump_path()
+            ));
+        }
+    }
+    let counts = engines::redis_counts(engine, &c.id, &conn, &call.ct).await?;
+    Ok((counts, note))
 }
 
 /// Empties the volume and unpacks the backup into it (the service is

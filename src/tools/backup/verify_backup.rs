@@ -6,7 +6,8 @@
 //! service's container, else in a helper from the image that wrote it) and
 //! names every table the manifest counted; a volume tar walks to its end with
 //! the recorded file and directory counts; a mongodump archive gunzips, has
-//! the archive magic, and passes `mongorestore --dryRun` when the service runs.
+//! the archive magic, and passes `mongorestore --dryRun` when the service runs;
+//! a Redis dump has the RDB magic, its EOF opcode and a matching CRC-64.
 use std::sync::Arc;
 
 use schemars::JsonSchema;
@@ -80,7 +81,8 @@ pub static TOOL: ToolDef = ToolDef {
         Postgres archive lists with `pg_restore --list` (run in the service's container) and names \
         every table the manifest counted; a volume tar walks to its end with the recorded file and \
         directory counts; a mongodump archive gunzips, starts with the archive magic, and passes \
-        `mongorestore --dryRun` when the service runs. Sets live under \
+        `mongorestore --dryRun` when the service runs; a Redis dump has the RDB magic and version, \
+        the EOF opcode and a CRC-64 matching its content. Sets live under \
         <backup root>/<project>/<set id>.manifest.json.",
     hints: Hints::READ_ONLY,
     read_only_subset: false,
@@ -206,6 +208,7 @@ async fn check_file(
         Method::PgDump => check_pg(call, model, &path, e).await?,
         Method::Volume => check_tar(call, &path, e).await?,
         Method::Mongodump => check_mongo(call, &path, e).await?,
+        Method::Redis => check_rdb(call, &path).await?,
     };
     check.sha256_ok = stats.sha256 == e.sha256 && stats.bytes == e.bytes;
     check.content = content;
@@ -278,6 +281,33 @@ async fn check_tar(
             detail,
             entries: Some(tar.counts.files + tar.counts.directories + tar.counts.other),
             missing,
+        },
+    ))
+}
+
+/// A Redis dump decodes and passes the RDB format's own check: the `REDIS`
+/// magic and version, the EOF opcode, and the CRC-64 Redis wrote after it.
+async fn check_rdb(
+    call: &Call,
+    path: &std::path::Path,
+) -> Result<(ReadStats, ContentCheck), ToolError> {
+    let with = "zstd decode + RDB magic, EOF opcode and CRC-64 (stackpilot)";
+    let stats = match backup_store::spawn_rdb_check(path.to_path_buf(), call.ct.clone())
+        .await
+        .map_err(|e| ToolError::internal(format!("backup reader thread: {e}")))?
+    {
+        Ok(s) => s,
+        Err(err) => return Ok((sha_only(call, path).await?, bad(with, err.message))),
+    };
+    let verdict = stats.rdb.clone().unwrap_or_default().finish();
+    Ok((
+        stats,
+        ContentCheck {
+            ok: verdict.ok,
+            checked_with: with.into(),
+            detail: verdict.detail,
+            entries: None,
+            missing: Vec::new(),
         },
     ))
 }

@@ -55,7 +55,7 @@ use crate::domain::health::types::*;
 use crate::domain::instance::{EngineFacts, Instance, InstanceDetail};
 use crate::domain::redact::{self, secret_values};
 use crate::domain::stack_model::{PublishedPort, Role, ServiceModel, StackModel};
-use crate::engine::{process, Engine};
+use crate::engine::{process, Engine, HelperSpec};
 use crate::guard::{Call, Reply};
 use crate::tools::def::{self, Hints, ToolDef};
 
@@ -68,6 +68,8 @@ const INSPECT_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 const EXEC_TIMEOUT: Duration = Duration::from_secs(5);
+/// A helper container is created, started, run and removed within this.
+const NETWORK_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 const LOGS_TIMEOUT: Duration = Duration::from_secs(3);
 const INFO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes of probe output kept (exec output, HTTP bodies of failed probes).
@@ -293,6 +295,11 @@ pub async fn check(app: &App, opts: &Options) -> Result<HealthReport, ToolError>
         gpu_profile: profile.gpu_profile,
         nvidia_runtime: facts.as_ref().map(|f| f.nvidia_runtime),
         stack_down,
+        helper_image: model
+            .settings
+            .backup_helper_image
+            .clone()
+            .unwrap_or_else(|| crate::tools::backup::engines::DEFAULT_HELPER_IMAGE.to_string()),
     };
     let host_fut = check_host(HostInputs {
         stack_dir: app.stack.dir.clone(),
@@ -469,6 +476,8 @@ struct Ctx<'a> {
     gpu_profile: bool,
     nvidia_runtime: Option<bool>,
     stack_down: bool,
+    /// The image TCP probes fall back to (x-stackpilot backup_helper_image).
+    helper_image: String,
 }
 
 /// Seconds since an RFC 3339 time.
@@ -691,15 +700,31 @@ async fn check_service(ctx: &Ctx<'_>, svc: &ServiceModel, pcs: Vec<Instance>) ->
             .into_iter()
             .map(|(ip, hp, cp, proto)| probe_port(ip, hp, cp, proto)),
     );
-    let first_running = running.first().map(|c| c.instance.id.clone());
+    let first_running = running.first().cloned();
     let deep_fut = async {
         match (&first_running, ctx.deep) {
-            (Some(id), true) => deep_probes(ctx, svc, id, &unprobed, &secrets).await,
+            (Some(c), true) => deep_probes(ctx, svc, c, &unprobed, &secrets).await,
             _ => (Vec::new(), None),
         }
     };
-    let (mut ports, logs, (probes, ollama)) =
-        tokio::join!(ports_fut, logs(ctx, &pcs, &secrets), deep_fut);
+    // Without a healthcheck (compose file or image) or an x-stackpilot health,
+    // whether the service serves is a TCP connect to its port from inside its
+    // network.
+    let network_fut = async {
+        let port = StackModel::probe_port(svc).filter(|_| !svc.healthcheck && svc.health.is_none());
+        // A HEALTHCHECK from the image counts as much as one in the compose file.
+        let pc = first_running
+            .as_ref()
+            .filter(|c| c.instance.health.is_none())
+            .and_then(|c| pcs.iter().find(|p| p.id == c.instance.id));
+        match (port, pc) {
+            (Some(port), Some(pc)) => Some(network_probe(ctx, svc, pc, port).await),
+            _ => None,
+        }
+    };
+    let (mut ports, logs, (mut probes, ollama), network) =
+        tokio::join!(ports_fut, logs(ctx, &pcs, &secrets), deep_fut, network_fut);
+    probes.extend(network);
     if running.is_empty() {
         ports = svc
             .ports
@@ -850,12 +875,23 @@ async fn exec_probe(
     ctx: &Ctx<'_>,
     id: &str,
     name: &str,
-    cmd: &[&str],
+    cmd: Vec<String>,
+    env: Vec<String>,
     expect: Option<&str>,
     secrets: &[String],
 ) -> ProbeReport {
     let t = Instant::now();
-    let r = process::exec_capture(ctx.engine, id, cmd, EXEC_TIMEOUT, PROBE_OUTPUT_BYTES).await;
+    let ct = tokio_util::sync::CancellationToken::new();
+    let work = async {
+        let p = ctx.engine.exec(id, cmd, env, false).await?;
+        process::run(p, process::Stdout::Capture(PROBE_OUTPUT_BYTES), None, &ct)
+            .await
+            .map_err(ToolError::from)
+    };
+    let r = match tokio::time::timeout(EXEC_TIMEOUT, work).await {
+        Ok(r) => r.map(Some),
+        Err(_) => Ok(None),
+    };
     let ms = ms_since(t);
     match r {
         Err(e) => probe(name, false, redact::cap(&e.message, 300), None, ms),
@@ -887,44 +923,174 @@ async fn exec_probe(
     }
 }
 
+fn argv(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+/// Connects to `$1:$2` from inside a helper container: bash's /dev/tcp where
+/// the image has bash (Debian-based images: postgres, redis, mongo, qdrant),
+/// else busybox nc (`-e true` after the address: connect, run nothing, exit
+/// 0). Exit 127: the image has neither, and the next image is tried.
+pub const TCP_PROBE: &str = r#"h=$1; p=$2
+if command -v bash >/dev/null 2>&1; then
+  if command -v timeout >/dev/null 2>&1; then exec timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$h" "$p"; fi
+  exec bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$h" "$p"
+fi
+if command -v nc >/dev/null 2>&1; then exec nc -w 3 "$h" "$p" -e true; fi
+echo "stackpilot: neither bash nor nc in this image" >&2; exit 127"#;
+
+/// A TCP connect to the service's port from where its neighbours reach it: a
+/// short-lived helper container attached to the service's network dials the
+/// service's name (compose's alias on the project network). The helper runs
+/// the service's own image when it has bash or nc, else the stack's
+/// backup_helper_image (default busybox:stable); never pulled.
+async fn network_probe(ctx: &Ctx<'_>, svc: &ServiceModel, pc: &Instance, port: u16) -> ProbeReport {
+    let t = Instant::now();
+    let Some(net) = pc.networks.iter().find(|n| n.as_str() != "none") else {
+        return skipped(
+            format!("tcp {}:{port} inside the network", svc.name),
+            "the container is attached to no network",
+        );
+    };
+    let host = if net == "host" {
+        "127.0.0.1"
+    } else {
+        svc.name.as_str()
+    };
+    let name = format!("tcp {host}:{port} from a helper on network {net}");
+    let mut candidates: Vec<String> = pc.image.iter().cloned().collect();
+    if !candidates.contains(&ctx.helper_image) {
+        candidates.push(ctx.helper_image.clone());
+    }
+    let mut tried = Vec::new();
+    for image in candidates {
+        if !ctx.engine.image_present(&image).await {
+            tried.push(format!("{image}: not present locally"));
+            continue;
+        }
+        let spec = HelperSpec {
+            image: image.clone(),
+            cmd: argv(&["sh", "-c", TCP_PROBE, "probe", host, &port.to_string()]),
+            volume: None,
+            stdin: false,
+            network: Some(net.clone()),
+        };
+        let ct = tokio_util::sync::CancellationToken::new();
+        let work = async {
+            let p = ctx.engine.helper(&spec).await?;
+            process::run(p, process::Stdout::Capture(PROBE_OUTPUT_BYTES), None, &ct)
+                .await
+                .map_err(ToolError::from)
+        };
+        match tokio::time::timeout(NETWORK_PROBE_TIMEOUT, work).await {
+            Err(_) => {
+                return probe(
+                    name,
+                    false,
+                    format!("timed out after {} ms", NETWORK_PROBE_TIMEOUT.as_millis()),
+                    None,
+                    ms_since(t),
+                )
+            }
+            Ok(Err(e)) if e.message.contains("not found") || e.message.contains("no such file") => {
+                tried.push(format!("{image}: {}", redact::cap(&e.message, 200)));
+            }
+            Ok(Err(e)) => {
+                return probe(name, false, redact::cap(&e.message, 300), None, ms_since(t))
+            }
+            Ok(Ok(f)) => {
+                let err = f.stderr_tail.trim().to_string();
+                let unusable = f.exit_code == 127
+                    || err.contains("invalid option")
+                    || err.contains("unrecognized option")
+                    || err.contains("Usage:");
+                if unusable {
+                    tried.push(format!("{image}: has neither bash nor a busybox nc"));
+                    continue;
+                }
+                let ms = ms_since(t);
+                return if f.ok() {
+                    probe(
+                        name,
+                        true,
+                        format!("connected (helper from {image})"),
+                        None,
+                        ms,
+                    )
+                } else {
+                    probe(
+                        name,
+                        false,
+                        format!("no connection (exit {}, helper from {image})", f.exit_code),
+                        Some(redact::cap(&err, PROBE_OUTPUT_BYTES)),
+                        ms,
+                    )
+                };
+            }
+        }
+    }
+    skipped(
+        name,
+        &format!(
+            "no image to probe from ({}); load one with sh and bash or busybox nc and name it as x-stackpilot backup_helper_image",
+            tried.join("; ")
+        ),
+    )
+}
+
 /// The command mongodb's probe runs: mongosh where the image has it (5.0+), else the legacy shell.
 pub const MONGO_PING: &str = "if command -v mongosh >/dev/null 2>&1; then mongosh --quiet --eval 'db.runCommand({ping: 1}).ok'; \
      else mongo --quiet --eval 'db.runCommand({ping: 1}).ok'; fi";
-/// pg_isready against the local socket, as the container's PG* environment says.
-pub const PG_ISREADY: &str = "pg_isready -q -d \"${POSTGRES_DB:-postgres}\"";
-/// One query through psql (no password prompt; the container's PGUSER / POSTGRES_USER).
-pub const PG_SELECT1: &str = "psql -X -A -t -w -d \"${POSTGRES_DB:-postgres}\" ${POSTGRES_USER:+-U \"$POSTGRES_USER\"} -c 'select 1'";
 
 async fn deep_probes(
     ctx: &Ctx<'_>,
     svc: &ServiceModel,
-    id: &str,
+    c: &InstanceDetail,
     ports: &[PortReport],
     secrets: &[String],
 ) -> (Vec<ProbeReport>, Option<OllamaReport>) {
+    let id = c.instance.id.as_str();
     match svc.role {
         Role::Ollama => {
             let gpu_expected = svc.gpu || ctx.gpu_profile;
-            let report = match ollama_url(ports) {
-                Some(url) => ollama_probe(&url, gpu_expected).await,
-                None => OllamaReport {
-                    url: String::new(),
-                    version: None,
-                    gpu_expected,
-                    models: vec![],
-                    error: Some("the service publishes no TCP port on the host".into()),
-                    ms: 0.0,
-                },
-            };
-            (Vec::new(), Some(report))
+            match ollama_url(ports) {
+                Some(url) => (Vec::new(), Some(ollama_probe(&url, gpu_expected).await)),
+                // Reached only by its neighbours (the usual Ollama + web UI file): the TCP
+                // probe from its network says whether it serves.
+                None => (
+                    vec![skipped(
+                        "ollama API (/api/version, /api/ps)",
+                        "the service publishes no port on the host, so its API cannot be read from here",
+                    )],
+                    None,
+                ),
+            }
         }
         Role::Postgres => {
+            // The same connection settings backup uses (POSTGRES_USER / _DB, their _FILEs).
+            let env = match credentials(ctx, c).await {
+                Ok(env) => env,
+                Err(e) => {
+                    return (
+                        vec![probe(
+                            "postgres credentials",
+                            false,
+                            redact::cap(&e.message, 300),
+                            None,
+                            0.0,
+                        )],
+                        None,
+                    )
+                }
+            };
+            let conn = crate::tools::backup::engines::PgConn::from_env(&env);
             let (a, b) = tokio::join!(
                 exec_probe(
                     ctx,
                     id,
                     "pg_isready",
-                    &["sh", "-c", PG_ISREADY],
+                    argv(&["pg_isready", "-q", "-d", &conn.database, "-U", &conn.user]),
+                    Vec::new(),
                     None,
                     secrets
                 ),
@@ -932,12 +1098,60 @@ async fn deep_probes(
                     ctx,
                     id,
                     "select 1",
-                    &["sh", "-c", PG_SELECT1],
+                    argv(&[
+                        "psql",
+                        "-X",
+                        "-A",
+                        "-t",
+                        "-w",
+                        "-U",
+                        &conn.user,
+                        "-d",
+                        &conn.database,
+                        "-c",
+                        "select 1"
+                    ]),
+                    conn.exec_env(),
                     Some("1"),
                     secrets
                 ),
             );
             (vec![a, b], None)
+        }
+        Role::Redis => {
+            let env = match credentials(ctx, c).await {
+                Ok(env) => env,
+                Err(e) => {
+                    return (
+                        vec![probe(
+                            "redis credentials",
+                            false,
+                            redact::cap(&e.message, 300),
+                            None,
+                            0.0,
+                        )],
+                        None,
+                    )
+                }
+            };
+            let conn = crate::tools::backup::engines::RedisConn::new(&env, &c.cmd);
+            let mut secrets = secrets.to_vec();
+            secrets.extend(conn.secrets());
+            (
+                vec![
+                    exec_probe(
+                        ctx,
+                        id,
+                        "redis-cli PING",
+                        conn.cli(&["PING"]),
+                        conn.exec_env(),
+                        Some("PONG"),
+                        &secrets,
+                    )
+                    .await,
+                ],
+                None,
+            )
         }
         Role::Mongodb => (
             vec![
@@ -945,7 +1159,8 @@ async fn deep_probes(
                     ctx,
                     id,
                     "mongosh ping",
-                    &["sh", "-c", MONGO_PING],
+                    argv(&["sh", "-c", MONGO_PING]),
+                    Vec::new(),
                     Some("1"),
                     secrets,
                 )
@@ -968,7 +1183,8 @@ async fn deep_probes(
                         ctx,
                         id,
                         &format!("command: {}", redact::cap(cmd, 120)),
-                        &["sh", "-c", cmd],
+                        argv(&["sh", "-c", cmd]),
+                        Vec::new(),
                         None,
                         secrets,
                     )
@@ -982,6 +1198,24 @@ async fn deep_probes(
             ),
             _ => (Vec::new(), None),
         },
+    }
+}
+
+/// A data service's environment with its credential `_FILE`s read inside the
+/// container (only when it has any), within the exec timeout.
+async fn credentials(ctx: &Ctx<'_>, c: &InstanceDetail) -> Result<Vec<String>, ToolError> {
+    if crate::tools::credentials::pending_files(&c.env).is_empty() {
+        return Ok(c.env.clone());
+    }
+    let ct = tokio_util::sync::CancellationToken::new();
+    let read =
+        crate::tools::credentials::effective_env(ctx.engine, &c.instance.id, c.env.clone(), &ct);
+    match tokio::time::timeout(EXEC_TIMEOUT, read).await {
+        Ok(r) => r,
+        Err(_) => Err(ToolError::external(format!(
+            "reading the credential files took longer than {} ms",
+            EXEC_TIMEOUT.as_millis()
+        ))),
     }
 }
 

@@ -14,7 +14,7 @@
 //! 3. Guard; then the backup (a failed backup stops here, nothing removed);
 //!    then `docker compose --profile '*' down`, with progress.
 //! 4. Report what was removed, the backup taken, and what of the project is left.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -275,12 +275,18 @@ async fn plan(
             },
         });
     }
+    // Anonymous volumes (an image's VOLUME, such as postgres's data directory) by service.
+    let mut anonymous_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     if input.remove_volumes {
         // Anonymous volumes of the removed containers go with them (`down -v`).
         let mut anonymous: BTreeSet<String> = BTreeSet::new();
         for c in &going {
             for v in c.volumes.clone() {
                 if !project_volume_names.contains(v.as_str()) && !still_used_volumes.contains(&v) {
+                    anonymous_of
+                        .entry(c.service.as_str())
+                        .or_default()
+                        .push(v.clone());
                     anonymous.insert(v);
                 }
             }
@@ -303,18 +309,28 @@ async fn plan(
     }
     // Back up first what the removed volumes hold.
     let mut backup_first = Vec::new();
-    if !removed_keys.is_empty() && !input.skip_backup {
+    if (!removed_keys.is_empty() || !anonymous_of.is_empty()) && !input.skip_backup {
         for (svc, method) in engines::data_services(&model)? {
-            let goes: Vec<&str> = svc
+            let mut goes: Vec<&str> = svc
                 .named_volumes
                 .iter()
                 .map(String::as_str)
                 .filter(|v| removed_keys.contains(v))
                 .collect();
+            // A dump does not care where the data lives: an anonymous volume is backed up too.
+            if method != Method::Volume {
+                goes.extend(
+                    anonymous_of
+                        .get(svc.name.as_str())
+                        .into_iter()
+                        .flatten()
+                        .map(String::as_str),
+                );
+            }
             if goes.is_empty() {
                 continue;
             }
-            if matches!(method, Method::PgDump | Method::Mongodump) {
+            if matches!(method, Method::PgDump | Method::Mongodump | Method::Redis) {
                 let running = going.iter().any(|c| c.service == svc.name && c.running());
                 if !running {
                     return Err(ToolError::invalid(

@@ -520,16 +520,7 @@ fn service_step(
 }
 
 fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Ollama => "ollama",
-        Role::Postgres => "postgres",
-        Role::Mongodb => "mongodb",
-        Role::Qdrant => "qdrant",
-        Role::Api => "api",
-        Role::Worker => "worker",
-        Role::Volume => "volume",
-        Role::Other => "other",
-    }
+    role.as_str()
 }
 
 async fn plan(call: &Call, obs: &Observed, input: &Input) -> Result<Planned, ToolError> {
@@ -1039,7 +1030,8 @@ async fn prepare(
             out.orphans.join(", ")
         ));
     }
-    let (reports, _) = stack_report::collect(engine, &obs.project, Some(&obs.scope)).await?;
+    let (mut reports, _) = stack_report::collect(engine, &obs.project, Some(&obs.scope)).await?;
+    stack_report::annotate_roles(&mut reports, &obs.model);
     let not_ready: BTreeSet<String> = reports
         .iter()
         .filter(|r| !r.ready())
@@ -1170,7 +1162,8 @@ async fn apply(
     }
 
     let after = stack_report::service_containers(engine.instances().await?);
-    let (reports, inspected) = stack_report::collect(engine, &after, Some(&obs.scope)).await?;
+    let (mut reports, inspected) = stack_report::collect(engine, &after, Some(&obs.scope)).await?;
+    stack_report::annotate_roles(&mut reports, &obs.model);
     for r in &reports {
         let Some(name) = &r.container_name else {
             continue;
@@ -1308,11 +1301,13 @@ mod tests {
             build: false,
             pull_policy: None,
             role,
+            role_source: Default::default(),
             health: None,
             backup: None,
             healthcheck: true,
             named_volumes: volumes.iter().map(|s| s.to_string()).collect(),
             ports: vec![],
+            container_ports: vec![],
             gpu: false,
             profiles: vec![],
             depends_on: deps.iter().map(|s| s.to_string()).collect(),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::error::ToolError;
 use crate::domain::instance::{Instance, InstanceDetail};
 use crate::domain::redact::{self, secret_values};
-use crate::domain::stack_model::PublishedPort;
+use crate::domain::stack_model::{PublishedPort, Role, RoleSource, StackModel};
 use crate::engine::Engine;
 
 /// Log lines kept per failed service.
@@ -27,8 +27,13 @@ const HEALTH_OUTPUTS: usize = 5;
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct ServiceReport {
     pub service: String,
-    /// io.stackpilot.role of the container, when it has one.
+    /// The role stackpilot gives the service (ollama, postgres, mongodb, redis, mysql,
+    /// qdrant, api, worker, volume, other).
     pub role: Option<String>,
+    /// Where the role came from: `label` (io.stackpilot.role), `x-stackpilot` (the service's
+    /// block), `image` (guessed from the image name: nothing in the compose file says it) or
+    /// `none` (nothing did: role `other`).
+    pub role_source: RoleSource,
     /// `running`, `exited`, `created`, `restarting`, `paused`, `dead`, or
     /// `missing` (no container).
     pub state: String,
@@ -55,6 +60,7 @@ impl ServiceReport {
         Self {
             service: service.to_string(),
             role: None,
+            role_source: RoleSource::None,
             state: "missing".into(),
             health: None,
             container_id: None,
@@ -79,9 +85,18 @@ impl ServiceReport {
 
     pub fn from_detail(c: &InstanceDetail) -> Self {
         let i = &c.instance;
+        // Without the compose model: the container's own label, else its image.
+        let (role, role_source) = match i.role.as_deref().and_then(Role::parse) {
+            Some(r) => (r, RoleSource::Label),
+            None => match Role::from_image(i.image.as_deref().unwrap_or("")) {
+                Role::Other => (Role::Other, RoleSource::None),
+                r => (r, RoleSource::Image),
+            },
+        };
         Self {
             service: i.service.clone(),
-            role: i.role.clone(),
+            role: Some(role.as_str().to_string()),
+            role_source,
             state: i.state.clone(),
             health: i.health.clone(),
             container_id: Some(i.id.clone()),
@@ -92,6 +107,17 @@ impl ServiceReport {
             restart_count: c.restart_count,
             started_at: c.started_at.clone(),
             exit_code: if i.running() { None } else { c.exit_code },
+        }
+    }
+}
+
+/// Sets each report's role and its source from the compose model (labels, x-stackpilot
+/// blocks, the image the compose file names), where the model has the service.
+pub fn annotate_roles(reports: &mut [ServiceReport], model: &StackModel) {
+    for r in reports {
+        if let Some(svc) = model.services.get(&r.service) {
+            r.role = Some(svc.role.as_str().to_string());
+            r.role_source = svc.role_source;
         }
     }
 }

@@ -2,8 +2,10 @@
 //! anything. Read-only.
 //!
 //! One list of the project's instances through the engine port, then one
-//! concurrent inspect per instance; the compose CLI is not run, so a status
-//! costs milliseconds (the benchmark compares it with `docker compose ps`).
+//! concurrent inspect per instance; beside the list, the compose model (run
+//! once and reused while the compose files are unchanged) gives each service's
+//! role and where it came from. A status costs milliseconds (the benchmark
+//! compares it with `docker compose ps`).
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -44,8 +46,11 @@ pub static TOOL: ToolDef = ToolDef {
     title: "Stack status",
     description: "Report every container of the stack's compose project: state, health, container \
         id, image, published ports, restart count and start time, found by the compose project \
-        label through the Docker Engine API. Read-only and fast (no compose CLI). Use it before \
-        and after compose_up; a service that is not up is `missing` when named in `services`.",
+        label through the Docker Engine API, and each service's role with where it came from \
+        (`role_source`: label, x-stackpilot, image when guessed from the image name, none). \
+        Read-only and fast (the compose model is reused while the compose files are unchanged). \
+        Use it before and after compose_up; a service that is not up is `missing` when named in \
+        `services`.",
     hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,
@@ -97,8 +102,15 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
 pub async fn status(call: &Call, services: Option<&BTreeSet<String>>) -> Result<Output, ToolError> {
     let project = call.app.stack.project.clone();
     let engine = call.app.engine();
-    let containers = stack_report::service_containers(engine.instances().await?);
-    let (reports, _) = stack_report::collect(engine, &containers, services).await?;
+    // The model (cached while the compose files are unchanged) says where each role came
+    // from; without it (a compose file that does not parse) the containers' labels and
+    // images still give one.
+    let (listed, model) = tokio::join!(engine.instances(), engine.model_cached());
+    let containers = stack_report::service_containers(listed?);
+    let (mut reports, _) = stack_report::collect(engine, &containers, services).await?;
+    if let Ok(model) = &model {
+        stack_report::annotate_roles(&mut reports, model);
+    }
     Ok(Output {
         project,
         counts: Counts::of(&reports),
