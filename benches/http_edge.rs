@@ -7,7 +7,8 @@
 //!    STACKPILOT_K8S_MCP_SERVER_BIN, from scripts/peers/mcp-tools.sh);
 //! 2. throughput: 50 clients for 5 s, `ping` on one shared session and
 //!    stateless;
-//! 3. flood: 200 idle connections held open plus 10,000 `initialize` calls
+//! 3. tasks/get: 50 clients polling one task for 5 s (stateless 2026-07-28);
+//! 4. flood: 200 idle connections held open plus 10,000 `initialize` calls
 //!    in 10 s, while 50 clients with sessions opened before the flood call
 //!    `tools/list`; the server's peak RSS (VmHWM) and their calls per second
 //!    against an unloaded run of the same clients.
@@ -183,6 +184,16 @@ async fn session(c: &reqwest::Client, url: &str) -> Result<String, String> {
     Ok(id)
 }
 
+const TASKS_META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"},"io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}}"#;
+
+/// A long tool called by a client that declares tasks: answered with a task
+/// handle (the task itself ends at once: there is no such backup).
+fn task_call() -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"verify_backup","arguments":{{"backup_id":"20260101T000000Z"}},{TASKS_META}}}}}"#
+    )
+}
+
 fn ping(stateless: bool) -> String {
     if stateless {
         format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{{META}}}}}"#)
@@ -340,9 +351,24 @@ async fn main() {
     println!("   ping on one 2025-11-25 session: {r:.0} calls/s, {e} errors");
     let (r, e) = throughput(&url, None, "ping", ping(true), 50, 5).await;
     println!("   ping stateless 2026-07-28:      {r:.0} calls/s, {e} errors");
+
+    println!("3. tasks/get, 50 clients, 5 s, stateless 2026-07-28 (target: at least 5,000/s):");
+    let created = post(&c, &url, None, "tools/call", task_call())
+        .await
+        .expect("a task");
+    let reply: serde_json::Value = serde_json::from_str(&created.1).expect("JSON");
+    let task_id = reply["result"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no task handle: {reply}"))
+        .to_string();
+    let get = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{{"taskId":"{task_id}",{TASKS_META}}}}}"#
+    );
+    let (r, e) = throughput(&url, None, "tasks/get", get, 50, 5).await;
+    println!("   tasks/get: {r:.0} calls/s, {e} errors");
     drop(server);
 
-    println!("3. flood: 200 idle connections + 10,000 initialize calls in 10 s, 50 clients on tools/list:");
+    println!("4. flood: 200 idle connections + 10,000 initialize calls in 10 s, 50 clients on tools/list:");
     let server = stackpilot(stack.path(), &[]);
     let url = server.url.clone();
     let pid = server.child.id();
