@@ -3,10 +3,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::adapters::env_file;
 use crate::adapters::hardware::HostFacts;
 use crate::adapters::metrics::Metrics;
 use crate::domain::error::ToolError;
 use crate::domain::hardware::RuntimeInfo;
+use crate::domain::redact::SecretBook;
 use crate::domain::stack::Stack;
 use crate::engine::compose::ComposeEngine;
 use crate::engine::Engine;
@@ -48,6 +50,9 @@ pub struct App {
     engine: Arc<dyn Engine>,
     /// Tool calls, confirmations and health verdicts, served at /metrics.
     pub metrics: Metrics,
+    /// Every secret value seen so far (the .env, the compose model, the
+    /// instances' environments): outputs, audit lines and logs are masked with it.
+    pub secrets: Arc<SecretBook>,
 }
 
 /// How long host facts are reused.
@@ -58,8 +63,10 @@ pub const RUNTIME_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl App {
     pub fn new(stack: Stack, mode: Mode) -> Self {
-        let compose = Arc::new(ComposeEngine::new(stack.clone()));
+        let secrets = crate::adapters::logging::book();
+        let compose = Arc::new(ComposeEngine::new(stack.clone(), secrets.clone()));
         Self {
+            secrets,
             stack,
             mode,
             runtime_cache: Mutex::new(None),
@@ -68,6 +75,20 @@ impl App {
             compose,
             metrics: Metrics::new(),
         }
+    }
+
+    /// The secret values to mask now: the .env's (read again, it may have
+    /// changed) and everything learned so far, longest first.
+    pub fn known_secrets(&self) -> Vec<String> {
+        if let Ok(env) = env_file::load(&self.stack.env_path()) {
+            let lines: Vec<String> = env
+                .values()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            self.secrets.learn_env(&lines);
+        }
+        self.secrets.snapshot()
     }
 
     /// The engine the stack runs on: the port every engine-neutral tool uses.

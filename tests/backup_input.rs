@@ -478,6 +478,49 @@ async fn prune_refuses_to_delete_everything_and_asks_first() {
     client.cancel().await.expect("close");
 }
 
+#[tokio::test]
+async fn a_set_added_between_the_plan_and_its_token_is_a_new_plan() {
+    if !compose_available() {
+        return;
+    }
+    let stack = stack();
+    let dir = synthetic(stack.path());
+    let client = client_for(stack.path(), &[], Person::Absent).await;
+    let r = structured(&call(&client, "prune_backups", json!({"keep_last": 3})).await);
+    let token = r["confirm_token"].as_str().expect("token").to_string();
+    // A new db backup lands meanwhile: keep_last 3 now drops one more set.
+    let newest = dir.join("20261030T020000Z.manifest.json");
+    let text = std::fs::read_to_string(&newest).expect("newest manifest");
+    let id = "20261031T020000Z";
+    std::fs::write(
+        dir.join(format!("{id}.manifest.json")),
+        text.replace("20261030T020000Z", id),
+    )
+    .expect("new manifest");
+    std::fs::copy(
+        dir.join("20261030T020000Z-db.pgdump.zst"),
+        dir.join(format!("{id}-db.pgdump.zst")),
+    )
+    .expect("new data file");
+    let before = surviving(&dir);
+    let again = structured(
+        &call(
+            &client,
+            "prune_backups",
+            json!({"keep_last": 3, "confirm_token": token}),
+        )
+        .await,
+    );
+    assert_eq!(again["confirmation_required"], true, "{again:#}");
+    assert_ne!(again["plan"]["digest"], r["plan"]["digest"]);
+    assert_eq!(
+        surviving(&dir),
+        before,
+        "nothing was deleted on the stale token"
+    );
+    client.cancel().await.expect("close");
+}
+
 /// verify_backup needs no engine for a volume set: sha256, size, zstd and a
 /// tar walk with the recorded counts. A flipped byte or a truncated file is
 /// reported per file, and nothing is changed.

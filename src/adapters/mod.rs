@@ -8,6 +8,7 @@ pub mod env_file;
 pub mod files;
 pub mod hardware;
 pub mod host_service;
+pub mod logging;
 pub mod metrics;
 pub mod net_probe;
 pub mod ollama;

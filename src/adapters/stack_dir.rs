@@ -42,14 +42,48 @@ pub fn open(dir: &Path, state_dir: Option<&Path>) -> std::io::Result<Stack> {
     let state_dir = state_dir
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.join(".stackpilot"));
+    let coord_dir = coord_dir(&dir, &id);
     Ok(Stack {
         dir,
         state_dir,
+        coord_dir,
         files,
         project,
         project_source,
         id,
     })
+}
+
+/// Where processes operating the stack coordinate: the stack's own
+/// `.stackpilot` directory, the same for every process whatever its
+/// `--state-dir`; when the stack directory cannot be written (mounted read
+/// only), `$XDG_RUNTIME_DIR/stackpilot/<stack id>` (else the temp dir's).
+fn coord_dir(dir: &Path, id: &str) -> PathBuf {
+    let own = dir.join(".stackpilot");
+    if std::fs::create_dir_all(&own).is_ok() && writable(&own) {
+        return own;
+    }
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    base.join(format!("stackpilot-{}", users_id())).join(id)
+}
+
+fn writable(dir: &Path) -> bool {
+    tempfile::Builder::new()
+        .prefix(".stackpilot-probe-")
+        .tempfile_in(dir)
+        .is_ok()
+}
+
+#[cfg(unix)]
+fn users_id() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+#[cfg(not(unix))]
+fn users_id() -> u32 {
+    0
 }
 
 /// COMPOSE_FILE from the .env (paths relative to the stack), else the first

@@ -24,6 +24,10 @@ pub struct LockHolder {
 pub struct StackLock {
     _file: File,
     holder_path: PathBuf,
+    /// The previous holder, when it died holding the lock: its holder record
+    /// was still there (a holder that ends normally removes it). What it
+    /// started may still run (see `engine::Engine::reap_leftovers`).
+    pub stale: Option<LockHolder>,
 }
 
 impl Drop for StackLock {
@@ -55,6 +59,10 @@ pub async fn acquire_lock(
     loop {
         match file.try_lock() {
             Ok(()) => {
+                let stale = std::fs::read(&holder_path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<LockHolder>(&b).ok())
+                    .filter(|h| h.pid != std::process::id());
                 let holder = LockHolder {
                     pid: std::process::id(),
                     operation: operation.to_string(),
@@ -67,6 +75,7 @@ pub async fn acquire_lock(
                 return Ok(StackLock {
                     _file: file,
                     holder_path,
+                    stale,
                 });
             }
             Err(std::fs::TryLockError::WouldBlock) => {

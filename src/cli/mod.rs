@@ -75,6 +75,16 @@ pub struct ServeArgs {
     /// Request body limit in bytes (413 past it).
     #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
     pub max_body_bytes: usize,
+    /// Live MCP sessions (2025-11-25 era) at most; `initialize` past it gets 503.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_sessions: u32,
+    /// Live MCP sessions per client address at most; past it 429.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_sessions_per_client: u32,
+    /// Seconds an idle session lives while the session table is at most a quarter full
+    /// (it shrinks to 10 s as the table fills).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub session_idle_s: u64,
     /// Do not list or run mutating tools.
     #[arg(long, conflicts_with = "allow_destructive")]
     pub read_only: bool,
@@ -106,16 +116,7 @@ fn default_stack_dir() -> PathBuf {
 
 /// Logs go to stderr only: on stdio, stdout carries nothing but JSON-RPC.
 fn init_tracing(format: &str, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STACKPILOT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    crate::adapters::logging::init(format, default_level);
 }
 
 pub fn main() -> ExitCode {
@@ -159,6 +160,12 @@ async fn run(cli: Cli) -> ExitCode {
                                 auth_token: args.auth_token.clone(),
                                 max_body_bytes: args.max_body_bytes,
                                 allowed_hosts: args.allowed_hosts.clone(),
+                                sessions: crate::mcp::sessions::SessionLimits {
+                                    max_sessions: args.max_sessions as usize,
+                                    max_per_client: args.max_sessions_per_client as usize,
+                                    idle: std::time::Duration::from_secs(args.session_idle_s),
+                                    idle_min: std::time::Duration::from_secs(10),
+                                },
                             },
                         )
                         .await
@@ -488,7 +495,10 @@ async fn run_tool_command(cli: &Cli, argv: &[OsString]) -> ExitCode {
         ct,
         None,
     ));
-    let result = crate::mcp::run_tool(def, call, args).await;
+    let result = crate::mcp::run_tool(def, call.clone(), args).await;
+    for n in call.notices() {
+        eprintln!("note: {n}");
+    }
     let (value, code) = match result {
         Ok(Reply::Done(v)) => {
             let halted = v.get("confirmation_required").is_some() || v.get("declined").is_some();

@@ -99,6 +99,23 @@ impl ToolError {
     }
 }
 
+impl ToolError {
+    /// Masks secrets in every text the error carries (`domain::redact`).
+    pub fn redact(&mut self, secrets: &[String]) {
+        let r = |t: &mut String| {
+            let masked = crate::domain::redact::mask(t, secrets);
+            if masked != *t {
+                *t = masked;
+            }
+        };
+        r(&mut self.message);
+        self.evidence.iter_mut().for_each(r);
+        if let Some(n) = self.next_step.as_mut() {
+            r(n);
+        }
+    }
+}
+
 impl From<std::io::Error> for ToolError {
     fn from(err: std::io::Error) -> Self {
         ToolError::external(format!("I/O error: {err}"))

@@ -14,8 +14,13 @@ use crate::domain::interpolate;
 pub struct Stack {
     /// Absolute stack directory.
     pub dir: PathBuf,
-    /// Where the lock, audit log and confirmation key live.
+    /// Where the audit log and the confirmation key live (`--state-dir`).
     pub state_dir: PathBuf,
+    /// Where every process operating this stack coordinates, whatever its
+    /// `--state-dir`: the stack lock, the spent confirmation tokens, the
+    /// processes a lock holder started. `<stack>/.stackpilot` when the stack
+    /// directory is writable, else a runtime directory named by the stack id.
+    pub coord_dir: PathBuf,
     /// The compose files, in the order compose reads them (COMPOSE_FILE from
     /// .env, else compose.yaml or its siblings plus an override file). Empty
     /// when the directory has none (tools that need one say so).

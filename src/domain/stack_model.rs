@@ -258,6 +258,11 @@ pub struct StackModel {
     /// Top-level named volumes (compose names).
     pub volumes: Vec<String>,
     pub settings: StackSettings,
+    /// The secret values of the services' `environment:` (keys that name a
+    /// secret, URL passwords): learned so outputs can be masked. Never output.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub secret_values: Vec<String>,
 }
 
 impl StackModel {
@@ -410,7 +415,10 @@ pub fn model_from_config(
                     pull_policy: svc.get("pull_policy").and_then(str_of),
                     role,
                     role_source,
-                    health: label("io.stackpilot.health").or_else(|| xfield("health")),
+                    // `docker compose config` escapes a literal `$` as `$$`.
+                    health: label("io.stackpilot.health")
+                        .or_else(|| xfield("health"))
+                        .map(|h| h.replace("$$", "$")),
                     backup: label("io.stackpilot.backup").or_else(|| xfield("backup")),
                     stop_during_backup: label("io.stackpilot.stop_during_backup")
                         .or_else(|| xfield("stop_during_backup"))
@@ -457,7 +465,21 @@ pub fn model_from_config(
         .and_then(str_of)
         .map(|p| dir.join(p))
         .unwrap_or_else(|| dir.join("backups"));
+    let mut environment: Vec<String> = Vec::new();
+    if let Some(Value::Object(svcs)) = json.get("services") {
+        for svc in svcs.values() {
+            match svc.get("environment") {
+                Some(Value::Object(env)) => environment.extend(
+                    env.iter()
+                        .filter_map(|(k, v)| Some(format!("{k}={}", str_of(v)?))),
+                ),
+                Some(Value::Array(env)) => environment.extend(env.iter().filter_map(str_of)),
+                _ => {}
+            }
+        }
+    }
     StackModel {
+        secret_values: crate::domain::redact::secret_values(&environment),
         project,
         profiles: profiles.to_vec(),
         services,

@@ -132,6 +132,14 @@ pub trait Engine: Send + Sync {
     /// Starts a helper with a volume mounted; it is removed when its process
     /// finishes or is dropped.
     async fn helper(&self, spec: &HelperSpec) -> Result<Process, ToolError>;
+
+    /// Kills what a stackpilot process (`dead_pid`) that died holding the
+    /// stack lock left running, before the new holder changes anything;
+    /// says what it killed.
+    fn reap_leftovers(&self, dead_pid: u32) -> Vec<String> {
+        let _ = dead_pid;
+        Vec::new()
+    }
 }
 
 /// The one running instance of a service that an exec goes into.

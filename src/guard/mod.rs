@@ -83,7 +83,18 @@ pub struct Call {
     pub retry: Option<InputRetry>,
     audit: Mutex<AuditFacts>,
     lock: tokio::sync::Mutex<Option<StackLock>>,
+    /// The digest of a plan a person accepted while the lock was released;
+    /// the re-planned call proceeds only when its plan has this digest.
+    accepted: Mutex<Option<String>>,
+    /// What the face adds beside the result (an ignored argument, say).
+    notices: Mutex<Vec<String>>,
+    /// How many times a person was asked in this call.
+    asks: std::sync::atomic::AtomicUsize,
 }
+
+/// How many times a person may be asked in one call before the plan is
+/// handed back with a token instead (it kept changing while they decided).
+pub const MAX_ASKS: usize = 3;
 
 /// Where a guarded operation goes next.
 pub enum Gate {
@@ -91,6 +102,10 @@ pub enum Gate {
     Proceed(ConfirmedBy),
     /// Do not run; hand this back (nothing was changed).
     Halt(Reply),
+    /// A person accepted while the stack lock was released: the lock is
+    /// held again; compute the plan afresh and call `guard` with it. It runs
+    /// only if it is the plan the person accepted.
+    Replan,
 }
 
 impl Call {
@@ -111,7 +126,26 @@ impl Call {
             retry,
             audit: Mutex::new(AuditFacts::default()),
             lock: tokio::sync::Mutex::new(None),
+            accepted: Mutex::new(None),
+            notices: Mutex::new(Vec::new()),
+            asks: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// A note the face shows beside the result (not part of the output schema).
+    pub fn notice(&self, text: impl Into<String>) {
+        if let Ok(mut n) = self.notices.lock() {
+            n.push(text.into());
+        }
+    }
+
+    pub fn notices(&self) -> Vec<String> {
+        self.notices.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    /// Releases the stack lock (while a person decides, say).
+    pub async fn unlock_stack(&self) {
+        self.lock.lock().await.take();
     }
 
     pub fn audit_facts(&self) -> AuditFacts {
@@ -137,11 +171,17 @@ impl Call {
         let mut slot = self.lock.lock().await;
         if slot.is_none() {
             let lock = store::acquire_lock(
-                &self.app.stack.state_dir,
+                &self.app.stack.coord_dir,
                 self.tool,
                 self.app.mode.lock_timeout,
             )
             .await?;
+            if let Some(dead) = &lock.stale {
+                for line in self.app.engine().reap_leftovers(dead.pid) {
+                    tracing::warn!(%line, "stopped a process a dead lock holder left running");
+                    self.notice(format!("stopped before acting: {line}"));
+                }
+            }
             *slot = Some(lock);
         }
         Ok(())
@@ -197,7 +237,7 @@ impl Call {
     fn redeem(&self, token: &str, plan: &Plan) -> Result<Option<Reply>, ToolError> {
         let now = clock::now_unix();
         let claims = self::token::verify_token(&self.key()?, token, &self.app.stack.id, now)?;
-        if !store::spend_token(&self.app.stack.state_dir, &claims.n, claims.e, now)? {
+        if !store::spend_token(&self.app.stack.coord_dir, &claims.n, claims.e, now)? {
             return Err(ToolError::new(
                 ErrorKind::Confirmation,
                 "confirm_token was already used (tokens are single use)",
@@ -219,8 +259,24 @@ impl Call {
         self.lock_stack().await?;
         self.record(plan, None);
         if !plan.destructive {
+            if confirm_token.is_some() {
+                self.notice(
+                    "confirm_token was ignored: this plan changes nothing destructive, so it needs no confirmation",
+                );
+            }
             self.record(plan, Some(ConfirmedBy::NotNeeded));
             return Ok(Gate::Proceed(ConfirmedBy::NotNeeded));
+        }
+        let accepted = self.accepted.lock().ok().and_then(|mut a| a.take());
+        if let Some(digest) = accepted {
+            if digest == plan.digest {
+                self.count("accepted", "elicitation");
+                self.record(plan, Some(ConfirmedBy::Elicitation));
+                return Ok(Gate::Proceed(ConfirmedBy::Elicitation));
+            }
+            // The plan changed while the person decided: it is asked about
+            // again below (they never confirmed this one).
+            self.notice("the plan changed while you decided; you are asked about the new one");
         }
         if self.app.mode.allow_destructive {
             self.count("bypassed", "allow_destructive");
@@ -260,12 +316,26 @@ impl Call {
                 Ok(Gate::Proceed(ConfirmedBy::CliYes))
             }
             ConfirmMode::Elicit => {
+                let asked = self.asks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if asked >= MAX_ASKS {
+                    return Ok(Gate::Halt(self.confirmation_required(
+                        plan,
+                        "the plan kept changing while the person decided: show them this one and confirm with the token",
+                    )?));
+                }
                 self.count("asked", "elicitation");
-                match self.confirmer.ask(plan.confirmation_text()).await {
+                // Nobody waits for a person with the stack locked: the lock
+                // is released while they decide, taken again after, and the
+                // plan computed afresh under it (Gate::Replan).
+                self.unlock_stack().await;
+                let answer = self.confirmer.ask(plan.confirmation_text()).await;
+                match answer {
                     Ok(Answer::Accept) => {
-                        self.count("accepted", "elicitation");
-                        self.record(plan, Some(ConfirmedBy::Elicitation));
-                        Ok(Gate::Proceed(ConfirmedBy::Elicitation))
+                        self.lock_stack().await?;
+                        if let Ok(mut a) = self.accepted.lock() {
+                            *a = Some(plan.digest.clone());
+                        }
+                        Ok(Gate::Replan)
                     }
                     Ok(other) => Ok(Gate::Halt(self.declined(plan, other, "elicitation")?)),
                     Err(why) => {

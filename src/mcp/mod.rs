@@ -3,7 +3,9 @@
 //! audit line per mutating call. Transports (stdio, HTTP) serve this handler.
 pub mod audit;
 pub mod http;
+pub mod jsonrpc;
 pub mod prompts;
+pub mod sessions;
 pub mod stdio;
 
 use std::sync::Arc;
@@ -231,6 +233,10 @@ pub async fn run_tool(
     let started = Instant::now();
     let audit_args = crate::domain::redact::redact_json(&args);
     let result = (def.run)(call.clone(), args).await;
+    // Nothing a tool returns carries a secret value stackpilot knows (the
+    // .env's, the compose model's, the instances'), whatever the shape.
+    let secrets = call.app.known_secrets();
+    let result = mask_reply(result, &secrets);
     let elapsed = started.elapsed();
     let outcome = outcome_of(&result);
     call.app
@@ -244,9 +250,33 @@ pub async fn run_tool(
         "tool call"
     );
     if def.mutating() {
+        let mut audit_args = audit_args;
+        crate::domain::redact::redact_json_strings(&mut audit_args, &secrets);
         audit::write(&call, def.name, audit_args, &result, elapsed);
     }
     result
+}
+
+/// Masks every secret value and shape in a tool's reply (outputs keep
+/// their structure, so they still match the tool's output schema).
+pub fn mask_reply(
+    result: Result<Reply, ToolError>,
+    secrets: &[String],
+) -> Result<Reply, ToolError> {
+    match result {
+        Ok(Reply::Done(mut value)) => {
+            crate::domain::redact::redact_json_strings(&mut value, secrets);
+            Ok(Reply::Done(value))
+        }
+        Ok(Reply::InputRequired { state, message }) => Ok(Reply::InputRequired {
+            state,
+            message: crate::domain::redact::mask(&message, secrets),
+        }),
+        Err(mut e) => {
+            e.redact(secrets);
+            Err(e)
+        }
+    }
 }
 
 impl ServerHandler for StackpilotServer {
@@ -328,8 +358,20 @@ impl ServerHandler for StackpilotServer {
             retry,
         ));
         let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
-        match run_tool(def, call, args).await {
-            Ok(Reply::Done(value)) => Ok(done_result(value).into()),
+        let result = run_tool(def, call.clone(), args).await;
+        let notes = call.notices();
+        match result {
+            Ok(Reply::Done(value)) => {
+                let mut result = done_result(value);
+                // Notes go beside the structured output, never into it (its
+                // schema is the tool's).
+                for n in notes {
+                    result
+                        .content
+                        .push(ContentBlock::text(format!("note: {n}")));
+                }
+                Ok(result.into())
+            }
             Ok(Reply::InputRequired { state, message }) => {
                 Ok(input_required(state, message)?.into())
             }

@@ -90,6 +90,11 @@ pub struct TestClient {
     pub asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Every progress notification received, in order.
     pub progress: std::sync::Arc<std::sync::Mutex<Vec<ProgressSeen>>>,
+    /// How long the person takes to answer.
+    pub think: Duration,
+    /// Run while the person decides (with how many times they were asked):
+    /// what happens meanwhile elsewhere.
+    pub meanwhile: Option<std::sync::Arc<dyn Fn(usize) + Send + Sync>>,
 }
 
 impl TestClient {
@@ -99,6 +104,8 @@ impl TestClient {
             version,
             asked: Default::default(),
             progress: Default::default(),
+            think: Duration::ZERO,
+            meanwhile: None,
         }
     }
 }
@@ -135,7 +142,13 @@ impl ClientHandler for TestClient {
         request: ElicitRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
-        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if let Some(f) = &self.meanwhile {
+            f(n);
+        }
+        if !self.think.is_zero() {
+            tokio::time::sleep(self.think).await;
+        }
         let ElicitRequestParams::FormElicitationParams { message, .. } = request else {
             return Ok(ElicitResult::new(ElicitationAction::Decline));
         };

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::error::ToolError;
 use crate::domain::stack::Stack;
 use crate::domain::stack_model::{model_from_config, StackModel};
+use crate::engine::compose::children::{self, GroupChild};
 use crate::engine::compose::probe::docker_cli;
 
 /// The output of one compose invocation.
@@ -29,6 +30,8 @@ pub struct Output {
 #[derive(Debug, Clone)]
 pub struct Compose {
     pub dir: PathBuf,
+    /// Where the processes it starts are recorded (see `children`).
+    pub coord_dir: PathBuf,
     pub files: Vec<PathBuf>,
     pub env_file: Option<PathBuf>,
     pub project: String,
@@ -81,6 +84,7 @@ impl Compose {
         let env = stack.env_path();
         Ok(Self {
             dir: stack.dir.clone(),
+            coord_dir: stack.coord_dir.clone(),
             files: stack.files.clone(),
             env_file: env.is_file().then_some(env),
             project: stack.project.clone(),
@@ -135,8 +139,9 @@ impl Compose {
             // Set only when the docker CLI runs a plugin; the plugin binary
             // called directly must see itself as standalone.
             .env_remove("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+            .stdin(Stdio::null());
+        // Its own process group, dying with us (see `children`).
+        children::isolate(&mut cmd);
         cmd
     }
 
@@ -150,7 +155,31 @@ impl Compose {
         resolve_cli().await?;
         let mut cmd = self.command(profiles, args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let out = tokio::time::timeout(timeout, cmd.output())
+        let run = async {
+            let mut child = GroupChild::spawn(&mut cmd, &self.coord_dir)?;
+            let mut stdout = child.child.stdout.take();
+            let mut stderr = child.child.stderr.take();
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let read_out = async {
+                if let Some(o) = stdout.as_mut() {
+                    let _ = tokio::io::AsyncReadExt::read_to_end(o, &mut out).await;
+                }
+            };
+            let read_err = async {
+                if let Some(e) = stderr.as_mut() {
+                    let _ = tokio::io::AsyncReadExt::read_to_end(e, &mut err).await;
+                }
+            };
+            tokio::join!(read_out, read_err);
+            let status = child.child.wait().await?;
+            child.reaped();
+            Ok::<_, std::io::Error>(std::process::Output {
+                status,
+                stdout: out,
+                stderr: err,
+            })
+        };
+        let out = tokio::time::timeout(timeout, run)
             .await
             .map_err(|_| {
                 ToolError::external(format!(
@@ -301,7 +330,9 @@ impl Compose {
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = self.command(profiles, &arg_refs);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| compose_missing(&e))?;
+        let mut group =
+            GroupChild::spawn(&mut cmd, &self.coord_dir).map_err(|e| compose_missing(&e))?;
+        let child = &mut group.child;
         let started = tokio::time::Instant::now();
         let mut out_lines = child.stdout.take().map(|o| BufReader::new(o).lines());
         let mut err_lines = child.stderr.take().map(|e| BufReader::new(e).lines());
@@ -327,12 +358,12 @@ impl Compose {
                 }
                 _ = ct.cancelled(), if stopped.is_none() => {
                     stopped = Some(StreamEnd::Cancelled);
-                    interrupt(&mut child).await;
+                    interrupt(child).await;
                     continue;
                 }
                 _ = &mut deadline, if stopped.is_none() => {
                     stopped = Some(StreamEnd::TimedOut);
-                    interrupt(&mut child).await;
+                    interrupt(child).await;
                     continue;
                 }
             };
@@ -347,6 +378,7 @@ impl Compose {
             tail.push_back(line);
         }
         let status = child.wait().await.map_err(|e| compose_missing(&e))?;
+        group.reaped();
         let lines: Vec<String> = tail.into_iter().collect();
         if plugin_missing(&lines.join("\n")) {
             return Err(compose_plugin_missing(&lines.join("\n")));
@@ -538,7 +570,9 @@ async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
 async fn interrupt(child: &mut tokio::process::Child) {
     #[cfg(unix)]
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::kill(
+        // The whole group, as Ctrl-C in a terminal would: the docker CLI and
+        // the compose plugin it runs.
+        let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGINT,
         );

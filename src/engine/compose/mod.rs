@@ -5,12 +5,13 @@
 //! (config hashes, networks, the whole engine's containers for port checks)
 //! are its own methods, used by compose_up and compose_down.
 pub mod cache;
+pub mod children;
 pub mod cli;
 pub mod docker;
 pub mod exec;
 pub mod probe;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use bollard::Docker;
 
 use crate::domain::error::ToolError;
 use crate::domain::instance::{EngineFacts, Instance, InstanceDetail, VolumeInfo};
+use crate::domain::redact::SecretBook;
 use crate::domain::stack::Stack;
 use crate::domain::stack_model::StackModel;
 use crate::engine::{Engine, EngineKind, HelperSpec, Process};
@@ -32,6 +34,9 @@ const RECREATE_LIMIT: Duration = Duration::from_secs(600);
 
 pub struct ComposeEngine {
     stack: Stack,
+    /// Secret values seen in containers' environments and the compose
+    /// model are learned here, so every output can be masked with them.
+    secrets: Arc<SecretBook>,
     /// Made on first use and kept (failures are not cached).
     docker: tokio::sync::OnceCell<Docker>,
     facts: Mutex<Option<(Instant, EngineFacts)>>,
@@ -39,9 +44,10 @@ pub struct ComposeEngine {
 
 impl ComposeEngine {
     /// Cheap: nothing is reached until a method needs it.
-    pub fn new(stack: Stack) -> Self {
+    pub fn new(stack: Stack, secrets: Arc<SecretBook>) -> Self {
         Self {
             stack,
+            secrets,
             docker: tokio::sync::OnceCell::new(),
             facts: Mutex::new(None),
         }
@@ -121,11 +127,15 @@ impl Engine for ComposeEngine {
     }
 
     async fn model(&self, profiles: &[String]) -> Result<StackModel, ToolError> {
-        self.cli()?.model(profiles).await
+        let model = self.cli()?.model(profiles).await?;
+        self.secrets.learn(model.secret_values.iter().cloned());
+        Ok(model)
     }
 
     async fn model_cached(&self) -> Result<StackModel, ToolError> {
-        self.cli()?.model_cached(&[]).await
+        let model = self.cli()?.model_cached(&[]).await?;
+        self.secrets.learn(model.secret_values.iter().cloned());
+        Ok(model)
     }
 
     async fn instances(&self) -> Result<Vec<Instance>, ToolError> {
@@ -133,7 +143,11 @@ impl Engine for ComposeEngine {
     }
 
     async fn inspect(&self, id: &str) -> Result<Option<InstanceDetail>, ToolError> {
-        docker::inspect(self.docker().await?, id).await
+        let detail = docker::inspect(self.docker().await?, id).await?;
+        if let Some(d) = &detail {
+            self.secrets.learn_env(&d.env);
+        }
+        Ok(detail)
     }
 
     async fn facts(&self) -> Result<EngineFacts, ToolError> {
@@ -186,10 +200,17 @@ impl Engine for ComposeEngine {
         docker::start(self.docker().await?, id).await
     }
 
+    /// `rm --stop --force` then `up -d --no-recreate`: a new container with
+    /// the current model, whose config-hash label is the one `config --hash`
+    /// gives (`up --force-recreate --no-deps` would label it with a hash
+    /// computed without its depends_on, and compose_up would never see it
+    /// converge). Dependencies that are not running are started, as compose
+    /// does for any `up` of a service; running ones are left alone.
     async fn recreate(&self, service: &str) -> Result<(), ToolError> {
-        let args = ["up", "-d", "--force-recreate", "--no-deps", service];
-        self.cli()?
-            .run(&[], &args, RECREATE_LIMIT)
+        let cli = self.cli()?;
+        cli.run(&[], &["rm", "--stop", "--force", service], RECREATE_LIMIT)
+            .await?;
+        cli.run(&[], &["up", "-d", "--no-recreate", service], RECREATE_LIMIT)
             .await
             .map(|_| ())
     }
@@ -219,5 +240,9 @@ impl Engine for ComposeEngine {
 
     async fn helper(&self, spec: &HelperSpec) -> Result<Process, ToolError> {
         exec::helper(self.docker().await?, self.project(), spec).await
+    }
+
+    fn reap_leftovers(&self, dead_pid: u32) -> Vec<String> {
+        children::reap(&self.stack.coord_dir, dead_pid)
     }
 }

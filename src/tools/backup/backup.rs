@@ -109,16 +109,19 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     }
     let model = call.app.engine().model(&[]).await?;
     let targets = engines::resolve(&model, input.services.as_deref())?;
-    let plan = plan(
-        &call,
-        &model,
-        &targets,
-        label.as_ref(),
-        input.stop_during_backup,
-    )?;
-    let confirmed_by = match call.guard(&plan, None).await? {
-        Gate::Proceed(by) => by,
-        Gate::Halt(reply) => return Ok(reply),
+    let (plan, confirmed_by) = loop {
+        let plan = plan(
+            &call,
+            &model,
+            &targets,
+            label.as_ref(),
+            input.stop_during_backup,
+        )?;
+        match call.guard(&plan, None).await? {
+            Gate::Proceed(by) => break (plan, by),
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Replan => continue,
+        }
     };
     let progress: Arc<dyn Progress> = Monotonic::new(call.progress.clone());
     let set = backup_targets(

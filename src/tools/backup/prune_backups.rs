@@ -121,64 +121,66 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     backup_set::retain(&[], &policy).map_err(refuse)?;
     // Plan under the lock: no backup can add a set between the plan and the deletion.
     call.lock_stack().await?;
-    let listing = backup_store::list(&dir)?;
-    let facts: Vec<SetFacts> = listing
-        .sets
-        .iter()
-        .map(|s| SetFacts {
-            id: s.id.clone(),
-            services: s.manifest.services(),
-        })
-        .collect();
-    let keep = backup_set::retain(&facts, &policy).map_err(refuse)?;
+    // Listed and planned under the lock, again after a person's answer.
+    let (listing, confirmed_by, plan) = loop {
+        let listing = backup_store::list(&dir)?;
+        let keep = backup_set::retain(&listing_facts(&listing), &policy).map_err(refuse)?;
+        let doomed: Vec<&backup_store::FoundSet> = listing
+            .sets
+            .iter()
+            .filter(|s| !keep.contains(&s.id))
+            .collect();
+        let steps: Vec<PlanStep> = doomed
+            .iter()
+            .map(|s| PlanStep {
+                action: "remove".into(),
+                target: s.id.to_string(),
+                detail: format!(
+                    "delete backup set {} ({} file(s), {} bytes; services {}) and its manifest",
+                    s.id,
+                    s.manifest.entries.len(),
+                    s.manifest.total_bytes(),
+                    s.manifest
+                        .services()
+                        .into_iter()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                before: None,
+                after: None,
+                destructive: true,
+                cost: StepCost {
+                    data_loss: true,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        let plan = Plan::new(
+            "prune_backups",
+            &call.app.stack.id,
+            format!(
+                "prune_backups: delete {} of {} backup set(s) under {} (keep_last {}, keep_daily {}, keep_weekly {})",
+                doomed.len(),
+                listing.sets.len(),
+                dir.display(),
+                policy.keep_last,
+                policy.keep_daily,
+                policy.keep_weekly
+            ),
+            steps,
+        );
+        match call.guard(&plan, input.confirm_token.as_deref()).await? {
+            Gate::Proceed(by) => break (listing, by, plan),
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Replan => continue,
+        }
+    };
+    let keep = backup_set::retain(&listing_facts(&listing), &policy).map_err(refuse)?;
     let doomed: Vec<&backup_store::FoundSet> = listing
         .sets
         .iter()
         .filter(|s| !keep.contains(&s.id))
         .collect();
-    let steps: Vec<PlanStep> = doomed
-        .iter()
-        .map(|s| PlanStep {
-            action: "remove".into(),
-            target: s.id.to_string(),
-            detail: format!(
-                "delete backup set {} ({} file(s), {} bytes; services {}) and its manifest",
-                s.id,
-                s.manifest.entries.len(),
-                s.manifest.total_bytes(),
-                s.manifest
-                    .services()
-                    .into_iter()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            before: None,
-            after: None,
-            destructive: true,
-            cost: StepCost {
-                data_loss: true,
-                ..Default::default()
-            },
-        })
-        .collect();
-    let plan = Plan::new(
-        "prune_backups",
-        &call.app.stack.id,
-        format!(
-            "prune_backups: delete {} of {} backup set(s) under {} (keep_last {}, keep_daily {}, keep_weekly {})",
-            doomed.len(),
-            listing.sets.len(),
-            dir.display(),
-            policy.keep_last,
-            policy.keep_daily,
-            policy.keep_weekly
-        ),
-        steps,
-    );
-    let confirmed_by = match call.guard(&plan, input.confirm_token.as_deref()).await? {
-        Gate::Proceed(by) => by,
-        Gate::Halt(reply) => return Ok(reply),
-    };
     let mut deleted = Vec::new();
     let mut freed = 0;
     for s in &doomed {
@@ -208,4 +210,15 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     serde_json::to_value(Guarded::Done(out))
         .map(Reply::Done)
         .map_err(|e| ToolError::internal(e.to_string()))
+}
+
+fn listing_facts(listing: &backup_store::Listing) -> Vec<SetFacts> {
+    listing
+        .sets
+        .iter()
+        .map(|s| SetFacts {
+            id: s.id.clone(),
+            services: s.manifest.services(),
+        })
+        .collect()
 }

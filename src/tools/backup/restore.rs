@@ -119,13 +119,18 @@ pub static TOOL: ToolDef = ToolDef {
 
 /// One service's restore, resolved before the plan.
 struct Target<'a> {
-    entry: &'a ManifestEntry,
+    /// Owned: a re-plan reads the manifest again.
+    entry: ManifestEntry,
     svc: &'a ServiceModel,
     container: Option<Instance>,
     env: Vec<String>,
     cmd: Vec<String>,
     /// Containers that use the volume and run now (stopped meanwhile).
     users: Vec<String>,
+    /// What the data holds now (rows per table, documents per collection,
+    /// files): what the restore replaces, so it is in the plan and a change
+    /// between the plan and the confirmation changes the digest.
+    current: BTreeMap<String, u64>,
 }
 
 async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
@@ -148,14 +153,18 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     backup_store::read_manifest(&dir, &id)?;
     // Plan under the lock, so the state the person confirms is the state restored into.
     call.lock_stack().await?;
-    let manifest = backup_store::read_manifest(&dir, &id)?;
-    let entries = select_entries(&manifest.entries, input.services.as_deref())?;
     let engine = call.app.engine_arc();
-    let targets = resolve(&call, engine.as_ref(), &model, &entries).await?;
-    let plan = plan(&call, &id, &manifest, &targets);
-    let confirmed_by = match call.guard(&plan, input.confirm_token.as_deref()).await? {
-        Gate::Proceed(by) => by,
-        Gate::Halt(reply) => return Ok(reply),
+    // Planned (again after a person's answer: Gate::Replan) under the lock.
+    let (targets, plan, confirmed_by) = loop {
+        let manifest = backup_store::read_manifest(&dir, &id)?;
+        let entries = select_entries(&manifest.entries, input.services.as_deref())?;
+        let targets = resolve(&call, engine.as_ref(), &model, &entries).await?;
+        let plan = plan(&call, &id, &manifest, &targets);
+        match call.guard(&plan, input.confirm_token.as_deref()).await? {
+            Gate::Proceed(by) => break (targets, plan, by),
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Replan => continue,
+        }
     };
     let started = Instant::now();
     let status = Arc::new(Mutex::new("checking the backup files".to_string()));
@@ -165,7 +174,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
 
     // A damaged backup never replaces data.
     for t in &targets {
-        check_sha(&call, &dir, t.entry).await?;
+        check_sha(&call, &dir, &t.entry).await?;
     }
     set(&status, "taking the safety backup");
     let services: Vec<String> = {
@@ -255,7 +264,7 @@ async fn resolve<'a>(
     call: &Call,
     engine: &dyn Engine,
     model: &'a StackModel,
-    entries: &[&'a ManifestEntry],
+    entries: &[&ManifestEntry],
 ) -> Result<Vec<Target<'a>>, ToolError> {
     let mut out = Vec::new();
     for e in entries {
@@ -267,17 +276,28 @@ async fn resolve<'a>(
             .next_step("restore the other services with `services`, or add the service back to the compose file")
         })?;
         let mut t = Target {
-            entry: e,
+            entry: (*e).clone(),
             svc,
             container: None,
             env: Vec::new(),
             cmd: Vec::new(),
             users: Vec::new(),
+            current: BTreeMap::new(),
         };
         match e.method {
             Method::PgDump | Method::Mongodump | Method::Redis => {
                 let c = crate::engine::running_instance(engine, &svc.name).await?;
                 (t.env, t.cmd) = backup::credentials_of(call, engine, &c.id).await?;
+                t.current = match e.method {
+                    Method::PgDump => {
+                        backup::pg_counts(call, engine, &c.id, &PgConn::from_env(&t.env)).await?
+                    }
+                    Method::Redis => {
+                        let conn = engines::RedisConn::new(&t.env, &t.cmd);
+                        engines::redis_counts(engine, &c.id, &conn, &call.ct).await?
+                    }
+                    _ => backup::mongo_counts(call, engine, &c.id, &t.env).await?,
+                };
                 t.container = Some(c);
             }
             Method::Volume => {
@@ -296,6 +316,8 @@ async fn resolve<'a>(
                     .filter(|c| c.running())
                     .map(|c| c.name)
                     .collect();
+                let image = (!e.image.is_empty()).then_some(e.image.as_str());
+                t.current = volume_counts(call, engine, model, image, volume).await?;
             }
         }
         out.push(t);
@@ -306,7 +328,7 @@ async fn resolve<'a>(
 fn plan(call: &Call, id: &SetId, manifest: &Manifest, targets: &[Target<'_>]) -> Plan {
     let mut steps = Vec::new();
     for t in targets {
-        let e = t.entry;
+        let e = &t.entry;
         let total: u64 = e.counts.values().sum();
         let (target, detail, downtime) = match e.method {
             Method::PgDump => {
@@ -360,7 +382,7 @@ fn plan(call: &Call, id: &SetId, manifest: &Manifest, targets: &[Target<'_>]) ->
             action: "replace".into(),
             target,
             detail,
-            before: None,
+            before: Some(serde_json::json!(t.current)),
             after: Some(Value::String(format!("{id}/{}", e.file))),
             destructive: true,
             cost: StepCost {
@@ -425,7 +447,7 @@ async fn restore_one(
     t: &Target<'_>,
 ) -> Result<Restored, ToolError> {
     let started = Instant::now();
-    let e = t.entry;
+    let e = &t.entry;
     let path = dir.join(&e.file);
     let mut stopped = Vec::new();
     let mut restarted = Vec::new();
@@ -627,6 +649,17 @@ async fn replace_volume(
     if !f.ok() {
         return Err(process::failed("tar (volume restore)", &f));
     }
+    volume_counts(call, engine, model, image, volume).await
+}
+
+/// Files and directories in a volume now, counted by a read-only helper.
+async fn volume_counts(
+    call: &Call,
+    engine: &dyn Engine,
+    model: &StackModel,
+    image: Option<&str>,
+    volume: &str,
+) -> Result<BTreeMap<String, u64>, ToolError> {
     let (p, _) = engines::start_helper(
         engine,
         model,

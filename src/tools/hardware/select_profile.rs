@@ -298,11 +298,14 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     // between the plan a person confirms and the write.
     call.lock_stack().await?;
     let path = call.app.stack.env_path();
-    let env = env_file::load(&path)?;
-    let plan = env_plan(&call, &env, &output.decision);
-    let confirmed_by = match call.guard(&plan, input.confirm_token.as_deref()).await? {
-        Gate::Proceed(by) => by,
-        Gate::Halt(reply) => return Ok(reply),
+    let (env, plan, confirmed_by) = loop {
+        let env = env_file::load(&path)?;
+        let plan = env_plan(&call, &env, &output.decision);
+        match call.guard(&plan, input.confirm_token.as_deref()).await? {
+            Gate::Proceed(by) => break (env, plan, by),
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Replan => continue,
+        }
     };
     let written = plan.changes() > 0;
     if written {

@@ -6,7 +6,9 @@
 //!    - `restart`: `docker restart` of each of its containers (a stopped one
 //!      is started), with the container's own stop grace period. Not
 //!      destructive: same container, same filesystem. Needs a container.
-//!    - `recreate`: `docker compose up -d --force-recreate --no-deps <service>`
+//!    - `recreate`: `docker compose rm --stop --force <service>`, then
+//!      `docker compose up -d --no-recreate <service>` (a container whose
+//!      config hash is the model's, so compose_up sees it converged)
 //!      (also creates a missing container). Named volumes are kept, but the
 //!      container and whatever it wrote outside its volumes are replaced and
 //!      open connections dropped, so for a service that holds data (role
@@ -41,7 +43,7 @@ pub const DEFAULT_TIMEOUT_S: u64 = 120;
 const RESTART_LIMIT: Duration = Duration::from_secs(180);
 /// How long listing the stack's instances may take.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long `compose up --force-recreate` may take (it may build or wait on dependencies).
+/// How long the recreate (`compose rm --stop`, then `up`) may take (it may build or wait on dependencies).
 const RECREATE_LIMIT: Duration = Duration::from_secs(600);
 /// Between two health polls while waiting.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -52,7 +54,7 @@ pub enum Action {
     /// Restart the service's container(s). Not destructive.
     #[default]
     Restart,
-    /// Replace the container (`docker compose up -d --force-recreate --no-deps`).
+    /// Replace the container (`docker compose rm --stop --force`, then `up -d --no-recreate`).
     /// Destructive for a service that holds data.
     Recreate,
 }
@@ -72,7 +74,7 @@ pub struct Input {
     /// The compose service to recover.
     pub service: String,
     /// `restart` (default): restart its container(s), not destructive. `recreate`: replace the
-    /// container with `docker compose up -d --force-recreate --no-deps`; for a service that holds
+    /// container with `docker compose rm --stop --force` then `up -d --no-recreate`; for a service that holds
     /// data this asks for confirmation.
     #[serde(default)]
     pub action: Action,
@@ -108,7 +110,7 @@ pub static TOOL: ToolDef = ToolDef {
     name: "recover",
     title: "Recover a service",
     description: "Bring one service back: action restart (docker restart of its containers; starts a \
-        stopped one; not destructive) or recreate (docker compose up -d --force-recreate --no-deps; \
+        stopped one; not destructive) or recreate (docker compose rm --stop --force, then up -d --no-recreate; \
         creates a missing container; for a service that holds data, i.e. role ollama, postgres, \
         mongodb, qdrant, volume or any named volume, it asks for confirmation first). With wait it \
         polls health with progress until the service is healthy or timeout_s passes, and reports \
@@ -166,7 +168,7 @@ pub fn plan(stack_id: &str, svc: &ServiceModel, action: Action, containers: &[In
                 action: "recreate".into(),
                 target: svc.name.clone(),
                 detail: format!(
-                    "docker compose up -d --force-recreate --no-deps {}: {} replaced ({volumes}); what it wrote \
+                    "docker compose rm --stop --force, then up -d --no-recreate {}: {} replaced ({volumes}); what it wrote \
                      outside its volumes is gone and open connections drop{unloaded}",
                     svc.name,
                     if names.is_empty() {
@@ -246,33 +248,37 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     .cloned()
     .ok_or_else(|| ToolError::internal("service resolved to nothing"))?;
     let engine = app.engine();
-    let containers: Vec<Instance> =
-        match tokio::time::timeout(LIST_TIMEOUT, engine.instances()).await {
-            Ok(list) => list?
-                .into_iter()
-                .filter(|c| c.service == svc.name && !c.one_off)
-                .collect(),
-            Err(_) => {
-                return Err(ToolError::external(format!(
-                    "the engine did not list the stack's instances within {} s",
-                    LIST_TIMEOUT.as_secs()
-                )))
-            }
-        };
-    if input.action == Action::Restart && containers.is_empty() {
-        return Err(ToolError::invalid(
-            "action",
-            format!("`{}` has no container to restart", svc.name),
-        )
-        .next_step(format!(
-            "call recover with service `{}` and action recreate (it creates the container), or compose_up",
-            svc.name
-        )));
-    }
-    let plan = plan(&app.stack.id, &svc, input.action, &containers);
-    let confirmed_by = match call.guard(&plan, input.confirm_token.as_deref()).await? {
-        Gate::Halt(reply) => return Ok(reply),
-        Gate::Proceed(by) => by,
+    // Planned again, under the lock, after a person's answer (Gate::Replan).
+    let (containers, plan, confirmed_by) = loop {
+        let containers: Vec<Instance> =
+            match tokio::time::timeout(LIST_TIMEOUT, engine.instances()).await {
+                Ok(list) => list?
+                    .into_iter()
+                    .filter(|c| c.service == svc.name && !c.one_off)
+                    .collect(),
+                Err(_) => {
+                    return Err(ToolError::external(format!(
+                        "the engine did not list the stack's instances within {} s",
+                        LIST_TIMEOUT.as_secs()
+                    )))
+                }
+            };
+        if input.action == Action::Restart && containers.is_empty() {
+            return Err(ToolError::invalid(
+                "action",
+                format!("`{}` has no container to restart", svc.name),
+            )
+            .next_step(format!(
+                "call recover with service `{}` and action recreate (it creates the container), or compose_up",
+                svc.name
+            )));
+        }
+        let plan = plan(&app.stack.id, &svc, input.action, &containers);
+        match call.guard(&plan, input.confirm_token.as_deref()).await? {
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Proceed(by) => break (containers, plan, by),
+            Gate::Replan => continue,
+        }
     };
 
     // Progress at least once a second for the whole call, from its own task,

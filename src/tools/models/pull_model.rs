@@ -317,10 +317,13 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         }
         preflight.forced = true;
     }
-    let plan = plan_for(&call, &name, &ollama.url, &preflight, local.as_ref());
-    let confirmed_by = match call.guard(&plan, None).await? {
-        Gate::Proceed(by) => by,
-        Gate::Halt(reply) => return Ok(reply),
+    let (plan, confirmed_by) = loop {
+        let plan = plan_for(&call, &name, &ollama.url, &preflight, local.as_ref());
+        match call.guard(&plan, None).await? {
+            Gate::Proceed(by) => break (plan, by),
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Replan => continue,
+        }
     };
 
     let started = Instant::now();

@@ -92,53 +92,57 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     let ollama = Ollama::connect(&endpoint).await?;
     call.lock_stack().await?;
 
-    let (tags, ps) = tokio::join!(ollama.tags(), ollama.ps());
-    let (tags, ps) = (tags?, ps?);
-    let listed = tags.into_iter().find(|t| name.matches(&t.name));
-    let loaded = ps.into_iter().find(|p| name.matches(&p.name));
+    // Planned again, under the lock, after a person's answer (Gate::Replan).
+    let (listed, loaded, plan, confirmed_by) = loop {
+        let (tags, ps) = tokio::join!(ollama.tags(), ollama.ps());
+        let (tags, ps) = (tags?, ps?);
+        let listed = tags.into_iter().find(|t| name.matches(&t.name));
+        let loaded = ps.into_iter().find(|p| name.matches(&p.name));
 
-    let steps =
-        match &listed {
-            None => Vec::new(),
-            Some(t) => vec![PlanStep {
-                action: "remove".into(),
-                target: format!("model:{}", t.name),
-                detail: format!(
-                "delete {} ({}, digest {}) from Ollama at {}{}; it must be pulled again to be used",
+        let steps =
+            match &listed {
+                None => Vec::new(),
+                Some(t) => vec![PlanStep {
+                    action: "remove".into(),
+                    target: format!("model:{}", t.name),
+                    detail: format!(
+                    "delete {} ({}, digest {}) from Ollama at {}{}; it must be pulled again to be used",
+                    t.name,
+                    gib(t.size),
+                    t.digest.get(..12).unwrap_or(&t.digest),
+                    ollama.url,
+                    if loaded.is_some() { ", unloading it from memory first" } else { "" }
+                ),
+                    before: Some(
+                        json!({"digest": t.digest, "size": t.size, "loaded": loaded.is_some()}),
+                    ),
+                    after: None,
+                    destructive: true,
+                    cost: StepCost {
+                        data_loss: true,
+                        downtime: false,
+                        models_unloaded: loaded.is_some(),
+                    },
+                }],
+            };
+        let summary = match &listed {
+            Some(t) => format!(
+                "remove_model: delete {} ({}) from Ollama at {}",
                 t.name,
                 gib(t.size),
-                t.digest.get(..12).unwrap_or(&t.digest),
-                ollama.url,
-                if loaded.is_some() { ", unloading it from memory first" } else { "" }
+                ollama.url
             ),
-                before: Some(
-                    json!({"digest": t.digest, "size": t.size, "loaded": loaded.is_some()}),
-                ),
-                after: None,
-                destructive: true,
-                cost: StepCost {
-                    data_loss: true,
-                    downtime: false,
-                    models_unloaded: loaded.is_some(),
-                },
-            }],
+            None => format!(
+                "remove_model: {name} is not in Ollama at {}: nothing to remove",
+                ollama.url
+            ),
         };
-    let summary = match &listed {
-        Some(t) => format!(
-            "remove_model: delete {} ({}) from Ollama at {}",
-            t.name,
-            gib(t.size),
-            ollama.url
-        ),
-        None => format!(
-            "remove_model: {name} is not in Ollama at {}: nothing to remove",
-            ollama.url
-        ),
-    };
-    let plan = Plan::new("remove_model", &call.app.stack.id, summary, steps);
-    let confirmed_by = match call.guard(&plan, input.confirm_token.as_deref()).await? {
-        Gate::Proceed(by) => by,
-        Gate::Halt(reply) => return Ok(reply),
+        let plan = Plan::new("remove_model", &call.app.stack.id, summary, steps);
+        match call.guard(&plan, input.confirm_token.as_deref()).await? {
+            Gate::Proceed(by) => break (listed, loaded, plan, by),
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Replan => continue,
+        }
     };
 
     let Some(listed) = listed else {

@@ -476,14 +476,25 @@ async fn model_facts(
     }
 }
 
-fn env_steps(current: &Settings, new: &Settings, file: &str) -> Vec<PlanStep> {
+/// One step per key. `in_file`: for the compose target, what the .env holds
+/// now: apply rewrites that file, so its current values are in the plan (a
+/// hand edit between the plan and the confirmation changes the digest, and
+/// a key the file holds differently from the running service is an overwrite).
+fn env_steps(
+    current: &Settings,
+    new: &Settings,
+    file: &str,
+    in_file: Option<&Settings>,
+) -> Vec<PlanStep> {
     new.pairs()
         .into_iter()
         .map(|(key, value)| {
             let before = current.get(key);
-            let (action, destructive, detail) = match &before {
-                None => ("set", false, format!("{file}: add {key}={value}")),
-                Some(old) if *old == value => (
+            let file_value = in_file.map(|f| f.get(key));
+            let file_differs = matches!(&file_value, Some(Some(f)) if *f != value);
+            let (action, destructive, mut detail) = match &before {
+                None if !file_differs => ("set", false, format!("{file}: add {key}={value}")),
+                Some(old) if *old == value && !file_differs => (
                     "unchanged",
                     false,
                     format!("{file}: {key} is already {value}"),
@@ -493,7 +504,19 @@ fn env_steps(current: &Settings, new: &Settings, file: &str) -> Vec<PlanStep> {
                     true,
                     format!("{file}: replace {key}={old} with {value}"),
                 ),
+                None => (
+                    "overwrite",
+                    true,
+                    format!("{file}: replace {key} with {value}"),
+                ),
             };
+            if let Some(f) = file_value {
+                detail.push_str(&format!(
+                    " (the file has {})",
+                    f.map(|v| format!("{key}={v}"))
+                        .unwrap_or_else(|| "no value".into())
+                ));
+            }
             PlanStep {
                 action: action.into(),
                 target: key.to_string(),
@@ -548,134 +571,145 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         call.lock_stack().await?;
     }
 
-    // 1-2. Where, and what is set now.
-    let place = locate(&call, input.target).await?;
-    let current = current_settings(&call, &place).await?;
-    let mut warnings = Vec::new();
-    let report = crate::tools::hardware::detect_hardware::detect(&call, false).await?;
-    let hw = HardwareFacts::from(&report);
-    let profile = match &place {
-        Where::Compose { service, .. } if !service.gpu => Profile::Cpu,
-        _ => memory_model::primary_profile(&hw),
-    };
-    if let Some(w) = check_flash_attention(input.kv_type, profile, &hw)? {
-        warnings.push(w);
-    }
-    let new = Settings {
-        kv_cache_type: Some(input.kv_type.as_str().to_string()),
-        context_length: input.context_length.or(current.context_length),
-        num_parallel: input.num_parallel.or(current.num_parallel),
-        flash_attention: if input.kv_type.is_quantized() {
-            Some("1".into())
-        } else {
-            current.flash_attention.clone()
-        },
-    };
-
-    // 3. Memory effect.
-    let endpoint = endpoint_for(&call, &place).await;
-    let client = Ollama::connect(&endpoint).await;
-    let loaded = match &client {
-        Ok(o) => o.ps().await.unwrap_or_default(),
-        Err(e) => {
-            warnings.push(format!("Ollama not reachable for the plan: {}", e.message));
-            Vec::new()
+    // Planned again, under the lock, after a person's answer (Gate::Replan).
+    let (place, new, loaded, env_path, mut out, confirmed_by) = loop {
+        // 1-2. Where, and what is set now.
+        let place = locate(&call, input.target).await?;
+        let current = current_settings(&call, &place).await?;
+        let mut warnings = Vec::new();
+        let report = crate::tools::hardware::detect_hardware::detect(&call, false).await?;
+        let hw = HardwareFacts::from(&report);
+        let profile = match &place {
+            Where::Compose { service, .. } if !service.gpu => Profile::Cpu,
+            _ => memory_model::primary_profile(&hw),
+        };
+        if let Some(w) = check_flash_attention(input.kv_type, profile, &hw)? {
+            warnings.push(w);
         }
-    };
-    let (facts, model_note) = model_facts(&call, &input, client.as_ref().ok(), &loaded).await;
-    let memory_effect = facts.as_ref().map(|f| {
-        kv_effect::kv_memory_effect(f, profile, &hw, &current.effective(), &new.effective())
-    });
-    if let Some(e) = &memory_effect {
-        if e.fits_before && !e.fits_after {
-            warnings.push(format!("the new setting no longer fits: {}", e.summary));
-        }
-    }
+        let new = Settings {
+            kv_cache_type: Some(input.kv_type.as_str().to_string()),
+            context_length: input.context_length.or(current.context_length),
+            num_parallel: input.num_parallel.or(current.num_parallel),
+            flash_attention: if input.kv_type.is_quantized() {
+                Some("1".into())
+            } else {
+                current.flash_attention.clone()
+            },
+        };
 
-    // 4-5. Preflight per target, plan.
-    let env_path = call.app.stack.env_path();
-    let file = match &place {
-        Where::Compose { .. } => env_path.display().to_string(),
-        Where::Systemd(s) => s.dropin_path().display().to_string(),
-        Where::Launchd => "launchctl".into(),
-    };
-    let mut steps = env_steps(&current, &new, &file);
-    let changes = steps.iter().filter(|s| s.action != "unchanged").count();
-    match &place {
-        Where::Compose {
-            service, compose, ..
-        } => {
-            if changes > 0 {
-                check_compose_takes_keys(&call, compose, &service.name, &new).await?;
+        // 3. Memory effect.
+        let endpoint = endpoint_for(&call, &place).await;
+        let client = Ollama::connect(&endpoint).await;
+        let loaded = match &client {
+            Ok(o) => o.ps().await.unwrap_or_default(),
+            Err(e) => {
+                warnings.push(format!("Ollama not reachable for the plan: {}", e.message));
+                Vec::new()
+            }
+        };
+        let (facts, model_note) = model_facts(&call, &input, client.as_ref().ok(), &loaded).await;
+        let memory_effect = facts.as_ref().map(|f| {
+            kv_effect::kv_memory_effect(f, profile, &hw, &current.effective(), &new.effective())
+        });
+        if let Some(e) = &memory_effect {
+            if e.fits_before && !e.fits_after {
+                warnings.push(format!("the new setting no longer fits: {}", e.summary));
             }
         }
-        Where::Systemd(s) => s.preflight().await?,
-        Where::Launchd => {}
-    }
-    if changes > 0 {
-        steps.push(restart_step(&place, memory_effect.as_ref()));
-        steps.push(PlanStep {
-            action: "verify".into(),
-            target: place.name(),
-            detail: "check the environment, Ollama's startup line, a warm-up load and /api/ps"
-                .into(),
-            before: None,
-            after: None,
-            destructive: false,
-            cost: StepCost::default(),
-        });
-    }
-    let summary = format!(
-        "set_kv_cache on {} ({}): KV cache {} -> {}, context {} -> {}, parallel {} -> {}{}",
-        place.name(),
-        serde_json::to_value(place.target())
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-        current.kv_cache_type.as_deref().unwrap_or("unset (f16)"),
-        new.kv_cache_type.as_deref().unwrap_or("unset (f16)"),
-        show(current.context_length),
-        show(new.context_length),
-        show(current.num_parallel),
-        show(new.num_parallel),
-        // The plan holds what the change does, not what usable memory is
-        // this second (that is in memory_effect and the warnings).
-        memory_effect
-            .as_ref()
-            .map(|e| format!("; {}", e.plan_line))
-            .unwrap_or_default()
-    );
-    let plan = Plan::new("set_kv_cache", &call.app.stack.id, summary, steps);
-    let mut out = Output {
-        target: place.target(),
-        applies_to: place.name(),
-        ollama_url: Some(endpoint.url.clone()),
-        current: current.clone(),
-        new: new.clone(),
-        memory_effect,
-        model: model_note,
-        changes: plan.changes(),
-        plan: plan.clone(),
-        applied: false,
-        dry_run: input.dry_run,
-        confirmed_by: None,
-        verification: Vec::new(),
-        verified: false,
-        restart_required: None,
-        warnings,
-        duration_s: 0.0,
-    };
-    if input.dry_run || changes == 0 {
-        call.set_outcome(if input.dry_run {
-            "dry_run"
-        } else {
-            "no_changes"
-        });
-        return finish(out, started);
-    }
-    let confirmed_by = match call.guard(&plan, input.confirm_token.as_deref()).await? {
-        Gate::Proceed(by) => by,
-        Gate::Halt(reply) => return Ok(reply),
+
+        // 4-5. Preflight per target, plan.
+        let env_path = call.app.stack.env_path();
+        let file = match &place {
+            Where::Compose { .. } => env_path.display().to_string(),
+            Where::Systemd(s) => s.dropin_path().display().to_string(),
+            Where::Launchd => "launchctl".into(),
+        };
+        let in_file = match &place {
+            Where::Compose { .. } => {
+                let env = env_file::load(&env_path)?;
+                Some(Settings::from_lookup(|k| env.get(k)))
+            }
+            _ => None,
+        };
+        let mut steps = env_steps(&current, &new, &file, in_file.as_ref());
+        let changes = steps.iter().filter(|s| s.action != "unchanged").count();
+        match &place {
+            Where::Compose {
+                service, compose, ..
+            } => {
+                if changes > 0 {
+                    check_compose_takes_keys(&call, compose, &service.name, &new).await?;
+                }
+            }
+            Where::Systemd(s) => s.preflight().await?,
+            Where::Launchd => {}
+        }
+        if changes > 0 {
+            steps.push(restart_step(&place, memory_effect.as_ref()));
+            steps.push(PlanStep {
+                action: "verify".into(),
+                target: place.name(),
+                detail: "check the environment, Ollama's startup line, a warm-up load and /api/ps"
+                    .into(),
+                before: None,
+                after: None,
+                destructive: false,
+                cost: StepCost::default(),
+            });
+        }
+        let summary = format!(
+            "set_kv_cache on {} ({}): KV cache {} -> {}, context {} -> {}, parallel {} -> {}{}",
+            place.name(),
+            serde_json::to_value(place.target())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            current.kv_cache_type.as_deref().unwrap_or("unset (f16)"),
+            new.kv_cache_type.as_deref().unwrap_or("unset (f16)"),
+            show(current.context_length),
+            show(new.context_length),
+            show(current.num_parallel),
+            show(new.num_parallel),
+            // The plan holds what the change does, not what usable memory is
+            // this second (that is in memory_effect and the warnings).
+            memory_effect
+                .as_ref()
+                .map(|e| format!("; {}", e.plan_line))
+                .unwrap_or_default()
+        );
+        let plan = Plan::new("set_kv_cache", &call.app.stack.id, summary, steps);
+        let out = Output {
+            target: place.target(),
+            applies_to: place.name(),
+            ollama_url: Some(endpoint.url.clone()),
+            current: current.clone(),
+            new: new.clone(),
+            memory_effect,
+            model: model_note,
+            changes: plan.changes(),
+            plan: plan.clone(),
+            applied: false,
+            dry_run: input.dry_run,
+            confirmed_by: None,
+            verification: Vec::new(),
+            verified: false,
+            restart_required: None,
+            warnings,
+            duration_s: 0.0,
+        };
+        if input.dry_run || changes == 0 {
+            call.set_outcome(if input.dry_run {
+                "dry_run"
+            } else {
+                "no_changes"
+            });
+            return finish(out, started);
+        }
+        match call.guard(&plan, input.confirm_token.as_deref()).await? {
+            Gate::Proceed(by) => break (place, new, loaded, env_path, out, by),
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Replan => continue,
+        }
     };
     out.confirmed_by = Some(confirmed_by);
 
@@ -1220,7 +1254,7 @@ mod tests {
             flash_attention: Some("1".into()),
             ..Default::default()
         };
-        let steps = env_steps(&current, &new, ".env");
+        let steps = env_steps(&current, &new, ".env", None);
         let by: BTreeMap<&str, (&str, bool)> = steps
             .iter()
             .map(|s| (s.target.as_str(), (s.action.as_str(), s.destructive)))

@@ -442,34 +442,39 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     if !input.dry_run {
         call.lock_stack().await?;
     }
-    let planned = plan(&call, &input, services.as_ref()).await?;
-    let mut out = Output {
-        project: call.app.stack.project.clone(),
-        changes: planned.plan.changes(),
-        plan: planned.plan.clone(),
-        applied: false,
-        dry_run: input.dry_run,
-        confirmed_by: None,
-        kept_volumes: planned.kept_volumes.clone(),
-        backup: None,
-        remaining: Remaining::default(),
-        duration_s: 0.0,
-    };
-    if input.dry_run || out.changes == 0 {
-        call.set_outcome(if input.dry_run {
-            "dry_run"
-        } else {
-            "no_changes"
-        });
-        out.remaining = remaining(&call).await?;
-        return finish(out, started);
-    }
-    let confirmed_by = match call
-        .guard(&planned.plan, input.confirm_token.as_deref())
-        .await?
-    {
-        Gate::Proceed(by) => by,
-        Gate::Halt(reply) => return Ok(reply),
+    // Planned (again after a person's answer: Gate::Replan) under the lock.
+    let (planned, mut out, confirmed_by) = loop {
+        let planned = plan(&call, &input, services.as_ref()).await?;
+        let out = Output {
+            project: call.app.stack.project.clone(),
+            changes: planned.plan.changes(),
+            plan: planned.plan.clone(),
+            applied: false,
+            dry_run: input.dry_run,
+            confirmed_by: None,
+            kept_volumes: planned.kept_volumes.clone(),
+            backup: None,
+            remaining: Remaining::default(),
+            duration_s: 0.0,
+        };
+        if input.dry_run || out.changes == 0 {
+            call.set_outcome(if input.dry_run {
+                "dry_run"
+            } else {
+                "no_changes"
+            });
+            let mut out = out;
+            out.remaining = remaining(&call).await?;
+            return finish(out, started);
+        }
+        match call
+            .guard(&planned.plan, input.confirm_token.as_deref())
+            .await?
+        {
+            Gate::Proceed(by) => break (planned, out, by),
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Replan => continue,
+        }
     };
     out.confirmed_by = Some(confirmed_by);
     if !planned.backup_first.is_empty() {

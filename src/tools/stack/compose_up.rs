@@ -12,7 +12,8 @@
 //!    volume, or any service with a named volume) and removing orphans are
 //!    destructive.
 //! 4. Apply: `up -d --wait --no-recreate` for what is created or started, then
-//!    `up -d --wait --no-deps` for exactly the services the plan recreates, so
+//!    `up -d --wait` for exactly the services the plan recreates (their
+//!    dependencies are in scope and unchanged, so compose leaves them), so
 //!    compose can never recreate a service the person did not see in the plan.
 //!    Progress each second; cancellation stops the CLI.
 //! 5. Report per service; on failure, which service and why, with evidence.
@@ -598,7 +599,7 @@ async fn plan(call: &Call, obs: &Observed, input: &Input) -> Result<Planned, Too
         let all = obs.compose.all_services().await?;
         orphans = orphan_candidates
             .iter()
-            .filter(|c| !c.service.is_empty() && !all.iter().any(|a| *a == c.service))
+            .filter(|c| !c.service.is_empty() && !all.contains(&c.service))
             .map(|c| c.name.clone())
             .collect();
         orphans.sort();
@@ -785,7 +786,7 @@ fn check_ports(
         .chain(
             obs.project
                 .iter()
-                .filter(|c| !c.service.is_empty() && !touched.iter().any(|t| *t == &c.service)),
+                .filter(|c| !c.service.is_empty() && !touched.contains(&&c.service)),
         )
         .filter(|c| c.running())
         .collect();
@@ -900,28 +901,33 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         // Plan under the lock: the state a person confirms is the state applied.
         call.lock_stack().await?;
     }
+    // Planned (again after a person's answer: Gate::Replan) under the lock.
+    let (prepared, confirmed_by) = loop {
+        let prepared = prepare(&call, &input, requested.as_ref(), started).await?;
+        if input.dry_run {
+            call.set_outcome("dry_run");
+            return finish(prepared.out, started);
+        }
+        if prepared.out.changes == 0 && prepared.not_ready.is_empty() {
+            call.set_outcome("no_changes");
+            return finish(prepared.out, started);
+        }
+        match call
+            .guard(&prepared.planned.plan, input.confirm_token.as_deref())
+            .await?
+        {
+            Gate::Proceed(by) => break (prepared, by),
+            Gate::Halt(reply) => return Ok(reply),
+            Gate::Replan => continue,
+        }
+    };
     let Prepared {
         obs,
         planned,
         mut out,
         before,
         not_ready,
-    } = prepare(&call, &input, requested.as_ref(), started).await?;
-    if input.dry_run {
-        call.set_outcome("dry_run");
-        return finish(out, started);
-    }
-    if out.changes == 0 && not_ready.is_empty() {
-        call.set_outcome("no_changes");
-        return finish(out, started);
-    }
-    let confirmed_by = match call
-        .guard(&planned.plan, input.confirm_token.as_deref())
-        .await?
-    {
-        Gate::Proceed(by) => by,
-        Gate::Halt(reply) => return Ok(reply),
-    };
+    } = prepared;
     out.confirmed_by = Some(confirmed_by);
     let out = apply(
         &call, &input, wait, obs, planned, out, before, not_ready, started,
@@ -1102,7 +1108,12 @@ async fn apply(
         phases.push(common(&extra, &first));
     }
     if !recreate.is_empty() {
-        let mut extra = vec!["--no-deps"];
+        // No --no-deps: compose hashes a service it starts with --no-deps
+        // without its depends_on, so its container's config-hash label would
+        // never match `config --hash` again and every later plan would
+        // recreate it. Its dependencies are in the plan's scope: compose
+        // recreates one only when the plan does.
+        let mut extra = vec![];
         if orphans_flag {
             extra.push("--remove-orphans");
         }
@@ -1375,6 +1386,7 @@ mod tests {
                 keep_weekly: 0,
                 backup_helper_image: None,
             },
+            secret_values: Vec::new(),
         };
         for s in [
             svc("api", Role::Api, &[], &["pg", "ghost"]),
