@@ -41,21 +41,28 @@ pub fn find(name: &str) -> Option<&'static ToolDef> {
 
 /// The MCP definitions, built once: the HTTP transport looks a tool up on
 /// every request, and rebuilding schemas each time would dominate a call.
-pub fn mcp_tool(def: &ToolDef, read_only_mode: bool) -> Tool {
+fn mcp_tools() -> &'static HashMap<(&'static str, bool), Tool> {
     static CACHE: OnceLock<HashMap<(&'static str, bool), Tool>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| {
+    CACHE.get_or_init(|| {
         all()
             .iter()
             .flat_map(|t| {
-                [
-                    ((t.name, false), t.to_mcp(false)),
-                    ((t.name, true), t.to_mcp(true)),
-                ]
+                let (normal, read_only) = t.to_mcp_both();
+                [((t.name, false), normal), ((t.name, true), read_only)]
             })
             .collect()
-    });
-    cache
+    })
+}
+
+pub fn mcp_tool(def: &ToolDef, read_only_mode: bool) -> Tool {
+    mcp_tools()
         .get(&(def.name, read_only_mode))
         .cloned()
         .unwrap_or_else(|| def.to_mcp(read_only_mode))
+}
+
+/// Builds the definitions now (a server calls it on a spare thread at start,
+/// so the first tools/list does not wait for the schemas).
+pub fn warm() {
+    let _ = mcp_tools();
 }

@@ -75,15 +75,12 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "backup",
     title: "Back up data services",
-    description: "Back up the stack's data services into one backup set: Postgres with `pg_dump -Fc` \
-        (zstd-compressed), MongoDB with `mongodump --archive --gzip`, named volumes as a tar through a \
-        short-lived helper container (zstd-compressed; stop_during_backup stops the service meanwhile). \
-        Streamed through docker exec (never held in memory), checksummed (sha256), written as .partial, \
-        fsynced and renamed; a failed or cancelled dump leaves nothing. Layout: \
-        <backup root>/<project>/<timestamp>-<service>.pgdump.zst | .archive.gz | .<volume>.tar.zst, \
-        committed by <backup root>/<project>/<timestamp>[-<label>].manifest.json (sizes, sha256, tool \
-        versions, rows per table / documents per collection / files per volume). Checks free space \
-        against the previous backup first. Progress reports bytes written.",
+    description:
+        "Back up the stack's data services (Postgres with pg_dump, MongoDB with mongodump, named \
+        volumes as tar) into one checksummed backup set committed by a manifest; a failed or \
+        cancelled run leaves nothing behind. Reports progress in bytes. Use before a risky \
+        change or on a schedule; list_backups shows the sets, verify_backup checks one, restore \
+        puts one back.",
     hints: Hints {
         read_only: false,
         destructive: false,
