@@ -73,8 +73,13 @@ pub struct ServeArgs {
     /// Request body limit in bytes (413 past it).
     #[arg(long, default_value_t = DEFAULT_MAX_BODY)]
     pub max_body_bytes: usize,
-    /// Do not list or run mutating tools.
-    #[arg(long, conflicts_with = "allow_destructive")]
+    /// Do not list or run mutating tools (STACKPILOT_READ_ONLY=true does the same; an mcpb
+    /// bundle's user setting sets it).
+    #[arg(
+        long,
+        env = "STACKPILOT_READ_ONLY",
+        conflicts_with = "allow_destructive"
+    )]
     pub read_only: bool,
     /// Run destructive plans without asking (scripted CI); each run is audited.
     #[arg(long)]
