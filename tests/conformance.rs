@@ -55,12 +55,10 @@ async fn the_official_conformance_suite_passes_every_applicable_scenario() {
     let Some(_peers) = peers() else { return };
     let stack = TestStack::new("");
     let server = http_server(stack.path(), &[]).await;
-    let out = run(
-        tokio::process::Command::new("bash")
-            .arg(root().join("scripts/peers/mcp-tools.sh"))
-            .arg("conformance")
-            .arg(&server.url),
-    )
+    let out = run(tokio::process::Command::new("bash")
+        .arg(root().join("scripts/peers/mcp-tools.sh"))
+        .arg("conformance")
+        .arg(&server.url))
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -110,15 +108,13 @@ async fn the_official_conformance_suite_passes_every_applicable_scenario() {
 
 /// One Inspector CLI call (`-q --format json`): exit code and its JSON.
 async fn inspector(peers_bin: &str, home: &Path, target: &[&str], method: &[&str]) -> (i32, Value) {
-    let out = run(
-        tokio::process::Command::new(peers_bin)
-            .args(target)
-            .args(method)
-            .args(["-q", "--format", "json"])
-            .env("HOME", home)
-            .env("MCP_CATALOG_PATH", home.join("catalog.json"))
-            .env("MCP_CLIENT_CONFIG_PATH", home.join("clients.json")),
-    )
+    let out = run(tokio::process::Command::new(peers_bin)
+        .args(target)
+        .args(method)
+        .args(["-q", "--format", "json"])
+        .env("HOME", home)
+        .env("MCP_CATALOG_PATH", home.join("catalog.json"))
+        .env("MCP_CLIENT_CONFIG_PATH", home.join("clients.json")))
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let json = stdout
@@ -150,7 +146,8 @@ async fn the_inspector_cli_lists_and_calls_tools_over_stdio_and_http() {
     let home = tempfile::tempdir().expect("scratch HOME for the Inspector");
     let stack = TestStack::new("");
     let server = http_server(stack.path(), &[]).await;
-    let args = json!({"model": "llama3.1:8b", "context_length": 131072, "hardware": gpu16()}).to_string();
+    let args =
+        json!({"model": "llama3.1:8b", "context_length": 131072, "hardware": gpu16()}).to_string();
     let call = [
         "--method",
         "tools/call",
@@ -187,7 +184,8 @@ async fn the_inspector_cli_lists_and_calls_tools_over_stdio_and_http() {
         ),
     ];
     for (what, target) in &targets {
-        let (code, list) = inspector(&inspect, home.path(), target, &["--method", "tools/list"]).await;
+        let (code, list) =
+            inspector(&inspect, home.path(), target, &["--method", "tools/list"]).await;
         assert_eq!(code, 0, "{what}: {list}");
         let names = tool_names(&list);
         assert!(
@@ -201,7 +199,10 @@ async fn the_inspector_cli_lists_and_calls_tools_over_stdio_and_http() {
         assert_eq!(code, 0, "{what}: {reply}");
         let result = &reply["result"];
         assert_eq!(result["isError"], false, "{what}: {reply}");
-        assert_eq!(result["structuredContent"]["kv_cache_type"], "q8_0", "{what}: {reply}");
+        assert_eq!(
+            result["structuredContent"]["kv_cache_type"], "q8_0",
+            "{what}: {reply}"
+        );
         assert_eq!(result["structuredContent"]["fits"], true, "{what}: {reply}");
 
         // A refused call: isError with the field and the allowed values (exit 5).
@@ -209,7 +210,11 @@ async fn the_inspector_cli_lists_and_calls_tools_over_stdio_and_http() {
         assert_eq!(code, 5, "{what}: {reply}");
         let err = &reply["result"]["structuredContent"]["error"];
         assert_eq!(err["field"], "kv_cache_types[0]", "{what}: {reply}");
-        assert_eq!(err["allowed"], json!(["f16", "q8_0", "q4_0"]), "{what}: {reply}");
+        assert_eq!(
+            err["allowed"],
+            json!(["f16", "q8_0", "q4_0"]),
+            "{what}: {reply}"
+        );
     }
     assert_eq!(stack.env_text(), "", "nothing was written");
 }

@@ -21,11 +21,7 @@ pub fn peers() -> Option<HashMap<String, String>> {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true: the MCP peer tools are missing: {why}");
         }
-        assert_eq!(
-            out.status.code(),
-            Some(3),
-            "mcp-tools.sh env failed: {why}"
-        );
+        assert_eq!(out.status.code(), Some(3), "mcp-tools.sh env failed: {why}");
         eprintln!(
             "SKIP: the MCP peer tools are not installed ({why}); run scripts/peers/mcp-tools.sh install"
         );
