@@ -183,6 +183,8 @@ async fn the_inspector_cli_lists_and_calls_tools_over_stdio_and_http() {
             vec!["--protocol-era", "modern", server.url.as_str()],
         ),
     ];
+    let mut lists: Vec<Value> = Vec::new();
+    let mut results: Vec<Value> = Vec::new();
     for (what, target) in &targets {
         let (code, list) =
             inspector(&inspect, home.path(), target, &["--method", "tools/list"]).await;
@@ -193,8 +195,6 @@ async fn the_inspector_cli_lists_and_calls_tools_over_stdio_and_http() {
             "{what}: {names:?}"
         );
 
-        // A call: the Inspector's SDK client checks structuredContent against the
-        // tool's outputSchema (Ajv) before handing it over.
         let (code, reply) = inspector(&inspect, home.path(), target, &call).await;
         assert_eq!(code, 0, "{what}: {reply}");
         let result = &reply["result"];
