@@ -67,7 +67,11 @@ fn vm_hwm_kb(pid: u32) -> u64 {
 /// Spawns `program args` (an MCP server over stdio), sends initialize,
 /// initialized and tools/list, and returns (ms to the tools/list reply, peak
 /// RSS in MB, tools listed).
-fn one_cold_start(program: &std::path::Path, args: &[String], env: &[(&str, &str)]) -> (f64, f64, usize) {
+fn one_cold_start(
+    program: &std::path::Path,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> (f64, f64, usize) {
     let started = Instant::now();
     let mut child = Command::new(program)
         .args(args)
@@ -83,7 +87,10 @@ fn one_cold_start(program: &std::path::Path, args: &[String], env: &[(&str, &str
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(out.read_line(&mut line).expect("read") > 0, "server exited before initialize");
+        assert!(
+            out.read_line(&mut line).expect("read") > 0,
+            "server exited before initialize"
+        );
         if line.contains(r#""id":1"#) {
             break;
         }
@@ -96,7 +103,10 @@ fn one_cold_start(program: &std::path::Path, args: &[String], env: &[(&str, &str
     writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).expect("write");
     loop {
         line.clear();
-        assert!(out.read_line(&mut line).expect("read") > 0, "server exited before tools/list");
+        assert!(
+            out.read_line(&mut line).expect("read") > 0,
+            "server exited before tools/list"
+        );
         if line.contains(r#""id":2"#) {
             break;
         }
@@ -139,17 +149,22 @@ impl ColdStart {
 /// scale: the binary and a minimal kubeconfig it needs to start (it never
 /// reaches the API server for initialize and tools/list).
 fn k8s_mcp_server(dir: &std::path::Path) -> Option<(std::path::PathBuf, Vec<String>)> {
-    let bin = std::env::var("STACKPILOT_K8S_MCP_SERVER_BIN").ok().or_else(|| {
-        let out = Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/peers/mcp-tools.sh"))
-            .arg("env")
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-            l.strip_prefix("export STACKPILOT_K8S_MCP_SERVER_BIN=")
-                .map(|v| v.trim_matches('\'').to_string())
-        })
-    });
+    let bin = std::env::var("STACKPILOT_K8S_MCP_SERVER_BIN")
+        .ok()
+        .or_else(|| {
+            let out = Command::new("bash")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/scripts/peers/mcp-tools.sh"
+                ))
+                .arg("env")
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+                l.strip_prefix("export STACKPILOT_K8S_MCP_SERVER_BIN=")
+                    .map(|v| v.trim_matches('\'').to_string())
+            })
+        });
     let Some(bin) = bin.filter(|b| std::path::Path::new(b).exists()) else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -168,7 +183,10 @@ fn k8s_mcp_server(dir: &std::path::Path) -> Option<(std::path::PathBuf, Vec<Stri
     .expect("kubeconfig");
     Some((
         bin.into(),
-        vec!["--kubeconfig".into(), kubeconfig.to_string_lossy().into_owned()],
+        vec![
+            "--kubeconfig".into(),
+            kubeconfig.to_string_lossy().into_owned(),
+        ],
     ))
 }
 
@@ -195,7 +213,11 @@ fn cold_start(runs: usize) {
         tools: 0,
     };
     for i in 0..runs {
-        let order = if i % 2 == 0 { [true, false] } else { [false, true] };
+        let order = if i % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
         for ours in order {
             if ours {
                 let (t, r, n) = one_cold_start(

@@ -197,7 +197,7 @@ async fn the_inspector_cli_lists_and_calls_tools_over_stdio_and_http() {
 
         let (code, reply) = inspector(&inspect, home.path(), target, &call).await;
         assert_eq!(code, 0, "{what}: {reply}");
-        let result = &reply["result"];
+        let result = reply["result"].clone();
         assert_eq!(result["isError"], false, "{what}: {reply}");
         assert_eq!(
             result["structuredContent"]["kv_cache_type"], "q8_0",
@@ -215,6 +215,41 @@ async fn the_inspector_cli_lists_and_calls_tools_over_stdio_and_http() {
             json!(["f16", "q8_0", "q4_0"]),
             "{what}: {reply}"
         );
+        results.push(json!(["select_profile", result["structuredContent"]]));
+        results.push(json!([
+            "select_profile",
+            reply["result"]["structuredContent"]
+        ]));
+        lists.push(list);
     }
     assert_eq!(stack.env_text(), "", "nothing was written");
+
+    // Ajv, as Ajv-based clients compile the schemas: no unknown format, no other
+    // complaint, and the results validate.
+    let node_modules = Path::new(&inspect)
+        .parent()
+        .and_then(Path::parent)
+        .map(|cache| cache.join("inspector-2.12.0/node_modules"))
+        .expect("the peers cache");
+    let list_file = home.path().join("tools-list.json");
+    std::fs::write(&list_file, lists[0].to_string()).expect("write");
+    let results_file = home.path().join("results.json");
+    std::fs::write(&results_file, Value::Array(results).to_string()).expect("write");
+    let out = run(tokio::process::Command::new(&peers["STACKPILOT_NODE22"])
+        .arg(root().join("tests/ajv/check.js"))
+        .arg(&node_modules)
+        .arg(&list_file)
+        .arg(&results_file))
+    .await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "tests/ajv/check.js: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("Ajv: {report}");
+    assert_eq!(report["tools"], 16, "{report}");
+    assert_eq!(report["warnings"], json!([]), "{report}");
+    assert_eq!(report["errors"], json!([]), "{report}");
 }

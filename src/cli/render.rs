@@ -423,6 +423,11 @@ pub fn by_key(key: &str, v: &Value) -> String {
     }
 }
 
+/// An array holding objects (a table, not a field).
+fn holds_objects(v: &Value) -> bool {
+    v.as_array().is_some_and(|a| a.iter().any(Value::is_object))
+}
+
 /// Any output without a view of its own: top-level scalars as fields, arrays
 /// of objects as tables of their scalar fields, other objects as fields with
 /// dotted labels (one level down).
@@ -439,10 +444,7 @@ pub fn generic(v: &Value) -> Doc {
             Value::Array(a) if a.iter().any(Value::is_object) => tables.push((k, a)),
             Value::Object(o) if k != "plan" => {
                 for (k2, y) in o {
-                    if !y.is_object()
-                        && !(y.is_array()
-                            && y.as_array().is_some_and(|a| a.iter().any(Value::is_object)))
-                    {
+                    if !y.is_object() && !holds_objects(y) {
                         fields.push((format!("{k}.{k2}").replace('_', " "), by_key(k2, y)));
                     }
                 }
@@ -457,11 +459,7 @@ pub fn generic(v: &Value) -> Doc {
         for item in a {
             if let Some(o) = item.as_object() {
                 for (ck, cv) in o {
-                    let scalar = !cv.is_object()
-                        && !(cv.is_array()
-                            && cv
-                                .as_array()
-                                .is_some_and(|x| x.iter().any(Value::is_object)));
+                    let scalar = !cv.is_object() && !holds_objects(cv);
                     if (scalar || ck == "ports") && !cols.contains(ck) {
                         cols.push(ck.clone());
                     }
