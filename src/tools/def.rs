@@ -67,9 +67,8 @@ impl ToolDef {
         )
     }
 
-    /// Both MCP definitions (normal, `--read-only`), the schemas built once.
-    pub fn to_mcp_both(&self) -> (Tool, Tool) {
-        let (input, output) = ((self.input_schema)(), (self.output_schema)());
+    /// Both MCP definitions (normal, `--read-only`) around one pair of schemas.
+    pub fn to_mcp_both(&self, input: Arc<JsonObject>, output: Arc<JsonObject>) -> (Tool, Tool) {
         (
             self.mcp_with(input.clone(), output.clone(), false),
             self.mcp_with(input, output, true),
