@@ -2,7 +2,9 @@
 //! Prints medians; the README records the figures with the machine they came from.
 //!
 //! 1. cold start: spawn `stackpilot serve` (stdio) -> tools/list reply, and the
-//!    process's peak RSS (VmHWM) at that point;
+//!    process's peak RSS (VmHWM) at that point, alternated run by run with the
+//!    Go kubernetes-mcp-server 0.0.67 (npm, via scripts/peers/mcp-tools.sh) so
+//!    the ratio is taken under the same load;
 //! 2. detect_hardware warm, over one stdio session;
 //! 3. 50 concurrent Streamable HTTP clients calling detect_hardware for a fixed time.
 use std::io::{BufRead, BufReader, Write};
@@ -62,52 +64,191 @@ fn vm_hwm_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Spawns `program args` (an MCP server over stdio), sends initialize,
+/// initialized and tools/list, and returns (ms to the tools/list reply, peak
+/// RSS in MB, tools listed).
+fn one_cold_start(
+    program: &std::path::Path,
+    args: &[String],
+    env: &[(&str, &str)],
+) -> (f64, f64, usize) {
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"bench","version":"1"}}}}}}"#).expect("write");
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).expect("read") > 0,
+            "server exited before initialize"
+        );
+        if line.contains(r#""id":1"#) {
+            break;
+        }
+    }
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .expect("write");
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).expect("write");
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).expect("read") > 0,
+            "server exited before tools/list"
+        );
+        if line.contains(r#""id":2"#) {
+            break;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    let tools = serde_json::from_str::<serde_json::Value>(&line)
+        .ok()
+        .and_then(|v| v["result"]["tools"].as_array().map(Vec::len))
+        .unwrap_or(0);
+    let rss = vm_hwm_kb(child.id()) as f64 / 1024.0;
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    (elapsed, rss, tools)
+}
+
+struct ColdStart {
+    label: String,
+    times: Vec<f64>,
+    rss: Vec<f64>,
+    tools: usize,
+}
+
+impl ColdStart {
+    fn print(&mut self) {
+        println!(
+            "cold start {} (spawn -> tools/list reply, stdio, {} runs, {} tools): median {:.2} ms, p90 {:.2} ms; peak RSS median {:.1} MB, max {:.1} MB",
+            self.label,
+            self.times.len(),
+            self.tools,
+            median(&mut self.times),
+            pct(&mut self.times, 0.9),
+            median(&mut self.rss),
+            self.rss.iter().cloned().fold(0.0, f64::max)
+        );
+    }
+}
+
+/// The Go kubernetes-mcp-server from npm (scripts/peers/mcp-tools.sh), for
+/// scale: the binary and a minimal kubeconfig it needs to start (it never
+/// reaches the API server for initialize and tools/list).
+fn k8s_mcp_server(dir: &std::path::Path) -> Option<(std::path::PathBuf, Vec<String>)> {
+    let bin = std::env::var("STACKPILOT_K8S_MCP_SERVER_BIN")
+        .ok()
+        .or_else(|| {
+            let out = Command::new("bash")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/scripts/peers/mcp-tools.sh"
+                ))
+                .arg("env")
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+                l.strip_prefix("export STACKPILOT_K8S_MCP_SERVER_BIN=")
+                    .map(|v| v.trim_matches('\'').to_string())
+            })
+        });
+    let Some(bin) = bin.filter(|b| std::path::Path::new(b).exists()) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: kubernetes-mcp-server is not installed (scripts/peers/mcp-tools.sh install)"
+        );
+        println!("cold start kubernetes-mcp-server: skipped (not installed; scripts/peers/mcp-tools.sh install)");
+        return None;
+    };
+    let kubeconfig = dir.join("kubeconfig.yaml");
+    std::fs::write(
+        &kubeconfig,
+        "clusters: [{name: none, cluster: {server: \"http://127.0.0.1:1\"}}]\n\
+         contexts: [{name: none, context: {cluster: none}}]\n\
+         current-context: none\n",
+    )
+    .expect("kubeconfig");
+    Some((
+        bin.into(),
+        vec![
+            "--kubeconfig".into(),
+            kubeconfig.to_string_lossy().into_owned(),
+        ],
+    ))
+}
+
+/// stackpilot and kubernetes-mcp-server, alternated run by run so both see
+/// the same machine load.
 fn cold_start(runs: usize) {
     let dir = stack();
-    let mut times = Vec::new();
-    let mut rss = Vec::new();
-    for _ in 0..runs {
-        let started = Instant::now();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--stack"])
-            .arg(dir.path())
-            .env("STACKPILOT_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"bench","version":"1"}}}}}}"#).expect("write");
-        let mut line = String::new();
-        out.read_line(&mut line).expect("init reply");
-        writeln!(
-            stdin,
-            r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
-        )
-        .expect("write");
-        writeln!(stdin, r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}"#).expect("write");
-        line.clear();
-        out.read_line(&mut line).expect("tools/list reply");
-        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-        assert!(
-            line.contains("detect_hardware"),
-            "tools/list answered: {line}"
-        );
-        rss.push(vm_hwm_kb(child.id()) as f64 / 1024.0);
-        drop(stdin);
-        let _ = child.kill();
-        let _ = child.wait();
-        times.push(elapsed);
+    let sp_args: Vec<String> = vec![
+        "serve".into(),
+        "--stack".into(),
+        dir.path().to_string_lossy().into_owned(),
+    ];
+    let k8s = k8s_mcp_server(dir.path());
+    let mut sp = ColdStart {
+        label: "stackpilot".into(),
+        times: Vec::new(),
+        rss: Vec::new(),
+        tools: 0,
+    };
+    let mut k = ColdStart {
+        label: "kubernetes-mcp-server 0.0.67".into(),
+        times: Vec::new(),
+        rss: Vec::new(),
+        tools: 0,
+    };
+    for i in 0..runs {
+        let order = if i % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for ours in order {
+            if ours {
+                let (t, r, n) = one_cold_start(
+                    std::path::Path::new(BIN),
+                    &sp_args,
+                    &[("STACKPILOT_LOG", "warn")],
+                );
+                assert!(n >= 16, "stackpilot listed {n} tools");
+                sp.times.push(t);
+                sp.rss.push(r);
+                sp.tools = n;
+            } else if let Some((bin, args)) = &k8s {
+                let (t, r, n) = one_cold_start(bin, args, &[]);
+                assert!(n > 0, "kubernetes-mcp-server listed no tools");
+                k.times.push(t);
+                k.rss.push(r);
+                k.tools = n;
+            }
+        }
     }
-    println!(
-        "cold start (spawn -> tools/list reply, stdio, {runs} runs): median {:.2} ms, p90 {:.2} ms; peak RSS median {:.1} MB, max {:.1} MB",
-        median(&mut times),
-        pct(&mut times, 0.9),
-        median(&mut rss),
-        rss.iter().cloned().fold(0.0, f64::max)
-    );
+    sp.print();
+    if !k.times.is_empty() {
+        k.print();
+        let (a, b) = (median(&mut sp.times), median(&mut k.times));
+        let (ra, rb) = (median(&mut sp.rss), median(&mut k.rss));
+        println!(
+            "ratio stackpilot / kubernetes-mcp-server: time {:.3} x, peak RSS {:.3} x",
+            a / b,
+            ra / rb
+        );
+    }
 }
 
 async fn warm_detect(calls: usize) {

@@ -1,7 +1,8 @@
 //! The HTTP edge under normal and hostile load. Run: `cargo bench --bench http_edge`.
 //!
 //! 1. latency, one keep-alive connection, 2,000 sequential requests each:
-//!    `ping` and `tools/call select_profile` inside a 2025-11-25 session and
+//!    `ping` (`server/discover` statelessly: 2026-07-28 has no stateless ping)
+//!    and `tools/call select_profile` inside a 2025-11-25 session and
 //!    statelessly (2026-07-28), side by side, and the Go kubernetes-mcp-server
 //!    0.0.67's session `ping` in the same run (when its binary is found:
 //!    STACKPILOT_K8S_MCP_SERVER_BIN, from scripts/peers/mcp-tools.sh);
@@ -9,7 +10,7 @@
 //!    stateless;
 //! 3. tasks/get: 50 clients polling one task for 5 s (stateless 2026-07-28);
 //! 4. flood: 200 idle connections held open plus 10,000 `initialize` calls
-//!    in 10 s, while 50 clients with sessions opened before the flood call
+//!    at 1,000/s, while 50 clients with sessions opened before the flood call
 //!    `tools/list`; the server's peak RSS (VmHWM) and their calls per second
 //!    against an unloaded run of the same clients.
 //!
@@ -139,6 +140,19 @@ async fn post(
             .header("MCP-Protocol-Version", "2025-11-25"),
         None => req.header("MCP-Protocol-Version", "2026-07-28"),
     };
+    // 2026-07-28 routes a request by its Mcp-Name header: a tools/call's
+    // tool name, a tasks/* call's task id.
+    let name_from = match method {
+        "tools/call" => Some("name"),
+        m if m.starts_with("tasks/") => Some("taskId"),
+        _ => None,
+    };
+    if let (None, Some(field)) = (session, name_from) {
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if let Some(name) = v["params"][field].as_str() {
+            req = req.header("Mcp-Name", name);
+        }
+    }
     let r = req.body(body).send().await.map_err(|e| e.to_string())?;
     let status = r.status();
     let headers = r.headers().clone();
@@ -194,11 +208,19 @@ fn task_call() -> String {
     )
 }
 
-fn ping(stateless: bool) -> String {
+/// The cheapest request of each era: `ping` in a 2025-11-25 session;
+/// `server/discover` statelessly (2026-07-28 has no stateless `ping`).
+fn ping(stateless: bool) -> (&'static str, String) {
     if stateless {
-        format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{{META}}}}}"#)
+        (
+            "server/discover",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{{{META}}}}}"#),
+        )
     } else {
-        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.to_string()
+        (
+            "ping",
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.to_string(),
+        )
     }
 }
 
@@ -320,22 +342,33 @@ async fn main() {
     let c = client();
     let sid = session(&c, &url).await.expect("session");
 
-    println!("1. latency, one keep-alive connection, 2000 sequential requests (p50 / p90 ms):");
-    let (a, b) = latency(&url, Some(&sid), "ping", &ping(false), 2000).await;
+    // `cargo test` runs this once, small, to check that it works; `cargo
+    // bench` measures.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let (n, secs, flood_n) = if quick {
+        (50, 1, 500u64)
+    } else {
+        (2000, 5, 10_000u64)
+    };
+    println!("1. latency, one keep-alive connection, {n} sequential requests (p50 / p90 ms):");
+    let (m, body) = ping(false);
+    let (a, b) = latency(&url, Some(&sid), m, &body, n).await;
     println!("   stackpilot ping, 2025-11-25 session:        {a:.3} / {b:.3}");
-    let (a2, b2) = latency(&url, None, "ping", &ping(true), 2000).await;
-    println!("   stackpilot ping, stateless 2026-07-28:      {a2:.3} / {b2:.3}");
-    let (a3, b3) = latency(&url, Some(&sid), "tools/call", &select(false), 2000).await;
+    let (m, body) = ping(true);
+    let (a2, b2) = latency(&url, None, m, &body, n).await;
+    println!("   stackpilot server/discover, stateless:      {a2:.3} / {b2:.3}");
+    let (a3, b3) = latency(&url, Some(&sid), "tools/call", &select(false), n).await;
     println!("   stackpilot select_profile, session:         {a3:.3} / {b3:.3}");
-    let (a4, b4) = latency(&url, None, "tools/call", &select(true), 2000).await;
+    let (a4, b4) = latency(&url, None, "tools/call", &select(true), n).await;
     println!("   stackpilot select_profile, stateless:       {a4:.3} / {b4:.3}");
     let kdir = tempfile::tempdir().expect("tempdir");
-    match k8s_mcp_server(kdir.path()) {
+    match k8s_mcp_server(kdir.path()).filter(|_| !quick) {
         Some(k) => {
             let kc = client();
             match session(&kc, &k.url).await {
                 Ok(ks) => {
-                    let (ka, kb) = latency(&k.url, Some(&ks), "ping", &ping(false), 2000).await;
+                    let (m, body) = ping(false);
+                    let (ka, kb) = latency(&k.url, Some(&ks), m, &body, n).await;
                     println!("   kubernetes-mcp-server 0.0.67 ping, session: {ka:.3} / {kb:.3}");
                 }
                 Err(e) => println!("   kubernetes-mcp-server: no session ({e})"),
@@ -346,13 +379,17 @@ async fn main() {
         ),
     }
 
-    println!("2. throughput, 50 clients, 5 s:");
-    let (r, e) = throughput(&url, Some(sid.clone()), "ping", ping(false), 50, 5).await;
-    println!("   ping on one 2025-11-25 session: {r:.0} calls/s, {e} errors");
-    let (r, e) = throughput(&url, None, "ping", ping(true), 50, 5).await;
-    println!("   ping stateless 2026-07-28:      {r:.0} calls/s, {e} errors");
+    println!("2. throughput, 50 clients, {secs} s:");
+    let (m, body) = ping(false);
+    let (r, e) = throughput(&url, Some(sid.clone()), m, body, 50, secs).await;
+    println!("   ping on one 2025-11-25 session:     {r:.0} calls/s, {e} errors");
+    let (m, body) = ping(true);
+    let (r, e) = throughput(&url, None, m, body, 50, secs).await;
+    println!("   server/discover stateless:          {r:.0} calls/s, {e} errors");
 
-    println!("3. tasks/get, 50 clients, 5 s, stateless 2026-07-28 (target: at least 5,000/s):");
+    println!(
+        "3. tasks/get, 50 clients, {secs} s, stateless 2026-07-28 (target: at least 5,000/s):"
+    );
     let created = post(&c, &url, None, "tools/call", task_call())
         .await
         .expect("a task");
@@ -364,11 +401,11 @@ async fn main() {
     let get = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{{"taskId":"{task_id}",{TASKS_META}}}}}"#
     );
-    let (r, e) = throughput(&url, None, "tasks/get", get, 50, 5).await;
-    println!("   tasks/get: {r:.0} calls/s, {e} errors");
+    let (r, e) = throughput(&url, None, "tasks/get", get, 50, secs).await;
+    println!("   tasks/get:                          {r:.0} calls/s, {e} errors");
     drop(server);
 
-    println!("4. flood: 200 idle connections + 10,000 initialize calls in 10 s, 50 clients on tools/list:");
+    println!("4. flood: 200 idle connections + {flood_n} initialize calls at 1,000/s, 50 clients on tools/list:");
     let server = stackpilot(stack.path(), &[]);
     let url = server.url.clone();
     let pid = server.child.id();
@@ -376,7 +413,7 @@ async fn main() {
     for _ in 0..50 {
         sessions.push(session(&c, &url).await.expect("session"));
     }
-    let (unloaded, e0) = listers(&url, &sessions, 5).await;
+    let (unloaded, e0) = listers(&url, &sessions, secs).await;
     println!("   unloaded tools/list: {unloaded:.0} calls/s ({e0} errors)");
     let rss_before = vm_hwm_kb(pid);
     let addr = url
@@ -407,7 +444,7 @@ async fn main() {
             let c = client();
             let started = Instant::now();
             let (mut ok, mut refused) = (0u64, 0u64);
-            for i in 0..10_000u64 {
+            for i in 0..flood_n {
                 // 1,000 a second, paced.
                 let due = started + Duration::from_millis(i);
                 tokio::time::sleep_until(due.into()).await;
@@ -422,7 +459,7 @@ async fn main() {
             (ok, refused, started.elapsed())
         })
     };
-    let (loaded, e1) = listers(&url, &sessions, 10).await;
+    let (loaded, e1) = listers(&url, &sessions, 2 * secs).await;
     let (ok, refused, took) = flood.await.expect("flood");
     stop.store(true, Ordering::Relaxed);
     let _ = idle.await;

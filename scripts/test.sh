@@ -3,7 +3,9 @@
 #   1. a real Docker engine, Compose v2 and the local test images (scripts/test-env.sh:
 #      installs docker.io and Compose v2 when missing, starts a private dockerd, builds
 #      images only when they are not cached);
-#   2. every Rust test (unit, integration through real MCP clients, the Python `mcp` SDK
+#   2. the official MCP tools as test peers (scripts/peers/mcp-tools.sh: the conformance
+#      suite, the Inspector CLI, kubernetes-mcp-server, mcpb), cached outside the clone;
+#   3. every Rust test (unit, integration through real MCP clients, the Python `mcp` SDK
 #      suite in a venv it makes, the Docker tests), closed by cargo's own summary.
 # Under CI=true anything missing fails loudly; elsewhere the Docker tests are skipped
 # with a printed reason when no engine can be had.
@@ -19,6 +21,20 @@ if [[ $rc -eq 3 ]]; then
 elif [[ $rc -ne 0 ]]; then
     echo "test.sh: FATAL: the test environment could not be prepared (exit $rc)" >&2
     exit "$rc"
+fi
+
+# The official MCP tools the tests talk to (conformance suite, Inspector CLI,
+# kubernetes-mcp-server, mcpb): installed from npm into a cache outside the clone, keyed by
+# version and lock file (scripts/peers/README.md). Cold: about a minute; warm: about a second.
+peers_rc=0
+bash scripts/peers/mcp-tools.sh install || peers_rc=$?
+if [[ $peers_rc -eq 0 ]]; then
+    eval "$(bash scripts/peers/mcp-tools.sh env)"
+elif [[ $peers_rc -eq 3 ]]; then
+    echo "test.sh: the MCP peer tools are not available: conformance, Inspector and mcpb tests will be skipped (they never are under CI=true)" >&2
+else
+    echo "test.sh: FATAL: the MCP peer tools could not be installed (exit $peers_rc)" >&2
+    exit "$peers_rc"
 fi
 
 if ! command -v python3 >/dev/null; then

@@ -111,7 +111,7 @@ async fn json_output_is_the_tools_structured_output() {
     );
     assert_eq!(code, 0);
     assert!(
-        text.contains("kv_cache_type") && text.contains("q8_0"),
+        text.contains("KV cache") && text.contains("q8_0") && text.contains("GiB"),
         "{text}"
     );
     let (code, hw, _) = cli(&stack, &["detect-hardware", "--json"]);
@@ -233,4 +233,202 @@ fn the_stack_lock_serializes_processes_and_survives_a_crashed_holder() {
     let (code, out, all) = cli(&stack, &args);
     assert_eq!(code, 0, "{all}");
     assert_eq!(out["env_file"]["written"], true);
+}
+
+/// Runs the CLI with stdout and stderr apart (no terminal).
+fn cli_split(stack: &TestStack, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .arg("--stack")
+        .arg(stack.path())
+        .env("DOCKER_HOST", "unix:///tmp/stackpilot-test-no-docker.sock")
+        .env("OLLAMA_HOST", "http://127.0.0.1:9");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run stackpilot");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A run of digits as long as a raw byte count (`74567720960`).
+fn has_raw_byte_count(text: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_digit())
+        .any(|run| run.len() >= 9)
+}
+
+#[test]
+fn a_person_reads_units_aligned_fields_and_one_sentence_errors() {
+    let stack = TestStack::new("OLLAMA_KV_CACHE_TYPE=f16\n");
+    // Sizes in binary units, never raw byte counts; the exact output stays in --json.
+    let (code, out, _) = cli_split(&stack, &["detect-hardware"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("GiB available of"), "{out}");
+    assert!(!has_raw_byte_count(&out), "{out}");
+    let labels: Vec<usize> = out
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            l.find("  ")
+                .map(|i| i + l[i..].len() - l[i..].trim_start().len())
+        })
+        .collect();
+    assert!(
+        labels.windows(2).all(|w| w[0] == w[1]),
+        "values start in one column: {out}"
+    );
+    let (_, json, _) = cli_split(&stack, &["detect-hardware", "--json"], &[]);
+    let v: Value = serde_json::from_str(&json).expect("--json is JSON");
+    assert!(v["memory"]["total_bytes"]
+        .as_u64()
+        .is_some_and(|n| n > 1 << 20));
+
+    // A refused call: one sentence on stderr with the allowed values, nothing on stdout.
+    let (code, out, err) = cli_split(
+        &stack,
+        &[
+            "select-profile",
+            "--model",
+            "llama3.1:8b",
+            "--kv-cache-types",
+            "q5",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(out, "", "nothing on stdout");
+    assert_eq!(
+        err.trim_end(),
+        "error: invalid `kv_cache_types[0]`: unknown variant `q5` (allowed: f16, q8_0, q4_0)."
+    );
+
+    // A plan that needs confirmation: its steps as a table, exit 3, the way on named.
+    let (code, out, err) = cli_split(
+        &stack,
+        &[
+            "select-profile",
+            "--model",
+            "llama3.1:8b",
+            "--context-length",
+            "131072",
+            "--hardware",
+            HW,
+            "--write-env",
+        ],
+        &[],
+    );
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("nothing was changed"), "{out}");
+    assert!(out.contains("ACTION") && out.contains("TARGET"), "{out}");
+    assert!(err.contains("--confirm-token"), "{err}");
+    assert_eq!(stack.env_text(), "OLLAMA_KV_CACHE_TYPE=f16\n");
+}
+
+/// The Ollama stand-in (tests/ollama_standin) serving one model whose pull
+/// takes about two seconds.
+struct Standin {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn standin() -> Standin {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cat = dir.path().join("catalogue.json");
+    std::fs::write(
+        &cat,
+        json!({"models": [{"name": "tiny:3b", "layer_count": 2, "layer_size": 200_000_000u64,
+                           "rate_bytes_per_sec": 200_000_000u64}]})
+        .to_string(),
+    )
+    .expect("catalogue");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ollama-standin"))
+        .args(["--listen", "127.0.0.1:0", "--catalogue"])
+        .arg(&cat)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ollama-standin");
+    let stdout = child.stdout.take().expect("stdout");
+    let url = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("ollama-standin listening on ")
+                .map(|u| u.trim().to_string())
+        })
+        .expect("the stand-in listens");
+    Standin {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn progress_is_a_bar_in_a_terminal_and_calm_lines_in_a_log() {
+    let stack = TestStack::new("");
+    let pull = ["pull-model", "--model", "tiny:3b", "--force"];
+    // One stand-in per run: a second pull from the same one would resume at once.
+    let ollama = standin();
+
+    // Not a terminal: plain lines on stderr, with sizes, rate and ETA.
+    let (code, out, err) = cli_split(&stack, &pull, &[("OLLAMA_HOST", ollama.url.as_str())]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("pull_model: "))
+        .collect();
+    assert!(!lines.is_empty(), "{err}");
+    assert!(lines.len() <= 20, "at most about one line a second: {err}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" of ") && l.contains("/s") && l.contains("ETA")),
+        "{err}"
+    );
+    assert!(out.contains("transferred") && out.contains("MiB"), "{out}");
+    assert!(
+        !err.contains('\r') && !err.contains('\u{1b}'),
+        "no terminal codes in a log"
+    );
+
+    // A terminal (a pty from `script`): an indicatif bar with rate and ETA, cleared at the end.
+    let ollama = standin();
+    let mut shell = format!("{} {}", bin(), pull.join(" "));
+    shell.push_str(&format!(" --stack {}", stack.path().display()));
+    let out = Command::new("script")
+        .args(["-qfec", &shell, "/dev/null"])
+        .env("DOCKER_HOST", "unix:///tmp/stackpilot-test-no-docker.sock")
+        .env("OLLAMA_HOST", &ollama.url)
+        .env("COLUMNS", "120")
+        .env("TERM", "xterm")
+        .output()
+        .expect("run under script(1)");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("[=") && screen.contains("ETA"),
+        "a bar: {screen}"
+    );
+    assert!(screen.contains("MiB/s"), "a rate: {screen}");
+    assert!(
+        !screen.contains("pull_model: "),
+        "no plain lines on a terminal: {screen}"
+    );
+    assert!(
+        screen.contains("transferred"),
+        "the result after the bar: {screen}"
+    );
 }

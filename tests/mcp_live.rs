@@ -267,7 +267,10 @@ async fn subscribers_see_a_container_stop_within_two_seconds() {
     let r = call(&old, "compose_up", json!({"wait_timeout_s": 60})).await;
     assert!(!is_error(&r), "{r:?}");
     // 2025-11-25: resources/subscribe, one URI at a time.
-    for uri in ["stackpilot://stack/status", "stackpilot://stack/services/web"] {
+    for uri in [
+        "stackpilot://stack/status",
+        "stackpilot://stack/services/web",
+    ] {
         old.subscribe(rmcp::model::SubscribeRequestParams::new(uri))
             .await
             .expect("subscribe");
@@ -278,9 +281,14 @@ async fn subscribers_see_a_container_stop_within_two_seconds() {
         ))
         .await
         .expect_err("hardware does not follow the stack");
-    assert!(err.to_string().contains("stackpilot://stack/status"), "{err}");
+    assert!(
+        err.to_string().contains("stackpilot://stack/status"),
+        "{err}"
+    );
     // 2026-07-28: subscriptions/listen; only what follows the stack is accepted.
-    let new = stack.client(&[], TestClient::new(Person::Absent, NEW)).await;
+    let new = stack
+        .client(&[], TestClient::new(Person::Absent, NEW))
+        .await;
     let mut filter = SubscriptionFilter::new();
     filter.resource_subscriptions = Some(vec![
         "stackpilot://stack/status".into(),
@@ -347,7 +355,8 @@ async fn subscribers_see_a_container_stop_within_two_seconds() {
         .collect();
     assert!(!seen.is_empty());
     assert!(
-        seen.iter().all(|u| u != "stackpilot://stack/services/cache"),
+        seen.iter()
+            .all(|u| u != "stackpilot://stack/services/cache"),
         "{seen:?}"
     );
     assert!(
@@ -425,7 +434,10 @@ async fn long_tools_run_as_tasks_for_clients_that_declare_them() {
         meta_of("compose_up")["io.modelcontextprotocol/tasks"]["taskSupport"],
         "optional"
     );
-    assert_eq!(meta_of("stack_status")["io.modelcontextprotocol/tasks"], Value::Null);
+    assert_eq!(
+        meta_of("stack_status")["io.modelcontextprotocol/tasks"],
+        Value::Null
+    );
 
     let id = start_task(&client, "compose_up", json!({"wait_timeout_s": 60})).await;
     let (done, messages) = poll(&client, &id, 120, &[]).await;
@@ -467,7 +479,9 @@ async fn long_tools_run_as_tasks_for_clients_that_declare_them() {
     client.cancel().await.expect("close");
 
     // A client without the extension sees no change: the call answers in place.
-    let plain = stack.client(&[], TestClient::new(Person::Absent, NEW)).await;
+    let plain = stack
+        .client(&[], TestClient::new(Person::Absent, NEW))
+        .await;
     let r = call(&plain, "compose_up", json!({"wait_timeout_s": 60})).await;
     assert!(!is_error(&r), "{r:?}");
     plain.cancel().await.expect("close");
@@ -488,7 +502,10 @@ async fn a_cancelled_task_stops_its_work_and_settles_cancelled() {
     let id = start_task(&client, "compose_up", json!({"wait_timeout_s": 120})).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(task_state(&client, &id).await["status"], "working");
-    assert!(!stack.compose_up_processes().is_empty(), "compose is running");
+    assert!(
+        !stack.compose_up_processes().is_empty(),
+        "compose is running"
+    );
     client
         .peer()
         .cancel_task(CancelTaskParams::new(&id))
@@ -500,8 +517,8 @@ async fn a_cancelled_task_stops_its_work_and_settles_cancelled() {
         stack.compose_up_processes().is_empty(),
         "the compose CLI was stopped"
     );
-    let audit = std::fs::read_to_string(stack.path().join(".stackpilot/audit.jsonl"))
-        .unwrap_or_default();
+    let audit =
+        std::fs::read_to_string(stack.path().join(".stackpilot/audit.jsonl")).unwrap_or_default();
     assert!(audit.contains("cancelled"), "audited as cancelled: {audit}");
     // The lock is free: the next task runs.
     let id = start_task(&client, "compose_down", json!({"stop_timeout_s": 1})).await;
@@ -565,7 +582,10 @@ async fn a_confirmation_inside_a_task_is_declined_then_accepted() {
     let down = json!({"remove_volumes": true, "stop_timeout_s": 1});
     for (answer, expect_removed) in [
         (json!({"action": "decline"}), false),
-        (json!({"action": "accept", "content": {"confirm": true}}), true),
+        (
+            json!({"action": "accept", "content": {"confirm": true}}),
+            true,
+        ),
     ] {
         let id = start_task(&client, "compose_down", down.clone()).await;
         let (asking, _) = poll(&client, &id, 60, &["input_required"]).await;
@@ -614,7 +634,9 @@ async fn a_confirmation_inside_a_task_is_declined_then_accepted() {
     let (done, _) = poll(&client, &id, 120, &[]).await;
     assert_eq!(done["status"], "completed", "{done:#}");
     assert!(
-        done["result"]["structuredContent"].get("declined").is_some(),
+        done["result"]["structuredContent"]
+            .get("declined")
+            .is_some(),
         "{done:#}"
     );
     assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);

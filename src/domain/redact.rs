@@ -4,10 +4,13 @@ use serde_json::Value;
 
 const SECRET_MARKERS: [&str; 5] = ["PASSWORD", "SECRET", "TOKEN", "KEY", "CREDENTIAL"];
 
-/// Whether a key (env var name, argument name) names a secret.
+/// Whether a key (env var name, argument name) names a secret. A `_FILE`
+/// variable (`POSTGRES_PASSWORD_FILE`, the Docker-secret convention) names
+/// the path of a file that holds the secret: the path is not secret, and
+/// errors about it must be able to show it.
 pub fn is_secret_key(key: &str) -> bool {
     let upper = key.to_ascii_uppercase();
-    SECRET_MARKERS.iter().any(|m| upper.contains(m))
+    !upper.ends_with("_FILE") && SECRET_MARKERS.iter().any(|m| upper.contains(m))
 }
 
 pub const REDACTED: &str = "[redacted]";
@@ -356,6 +359,9 @@ mod tests {
         assert_eq!(r["nested"]["api_key"], REDACTED);
         assert_eq!(r["nested"]["model"], "m");
         assert_eq!(r["confirm_token"], REDACTED);
+        // A Docker-secret path is not the secret.
+        let r = redact_json(&json!({"POSTGRES_PASSWORD_FILE": "/run/secrets/pg"}));
+        assert_eq!(r["POSTGRES_PASSWORD_FILE"], "/run/secrets/pg");
     }
 
     #[test]

@@ -402,7 +402,12 @@ pub fn router(
     let shared = crate::mcp::Shared::new(app.clone());
     let service: StreamableHttpService<StackpilotServer, TrackedSessions> =
         StreamableHttpService::new(
-            move || Ok(StackpilotServer::with_shared(mcp_app.clone(), shared.clone())),
+            move || {
+                Ok(StackpilotServer::with_shared(
+                    mcp_app.clone(),
+                    shared.clone(),
+                ))
+            },
             sessions.clone(),
             config,
         );

@@ -89,7 +89,11 @@ impl Live {
 
     /// Registers interest in `uris`; what changes arrives on `tx`. Starts
     /// the engine watcher with the first subscriber.
-    pub fn subscribe(self: &Arc<Self>, uris: BTreeSet<String>, tx: mpsc::UnboundedSender<String>) -> u64 {
+    pub fn subscribe(
+        self: &Arc<Self>,
+        uris: BTreeSet<String>,
+        tx: mpsc::UnboundedSender<String>,
+    ) -> u64 {
         let Ok(mut inner) = self.inner.lock() else {
             return 0;
         };
@@ -125,7 +129,9 @@ impl Live {
     /// stops the watcher when none is left.
     fn prune(&self) {
         if let Ok(mut inner) = self.inner.lock() {
-            inner.subs.retain(|_, s| !s.tx.is_closed() && !s.uris.is_empty());
+            inner
+                .subs
+                .retain(|_, s| !s.tx.is_closed() && !s.uris.is_empty());
             if inner.subs.is_empty() {
                 if let Some(w) = inner.watcher.take() {
                     w.abort();
@@ -136,11 +142,17 @@ impl Live {
 
     /// Whether a subscription is still registered.
     pub fn has(&self, id: u64) -> bool {
-        self.inner.lock().map(|i| i.subs.contains_key(&id)).unwrap_or(false)
+        self.inner
+            .lock()
+            .map(|i| i.subs.contains_key(&id))
+            .unwrap_or(false)
     }
 
     pub fn listening(&self) -> bool {
-        self.inner.lock().map(|i| !i.subs.is_empty()).unwrap_or(false)
+        self.inner
+            .lock()
+            .map(|i| !i.subs.is_empty())
+            .unwrap_or(false)
     }
 
     /// Tells every subscriber of an affected URI.

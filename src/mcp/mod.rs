@@ -29,8 +29,8 @@ use rmcp::model::{
 use rmcp::model::{
     CancelTaskParams, CompleteRequestParams, CompleteResult, CompletionInfo, CreateTaskResult,
     GetTaskParams, GetTaskResult, ListResourceTemplatesResult, ListResourcesResult,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams, UpdateTaskParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, SubscribeRequestParams,
+    SubscriptionFilter, UnsubscribeRequestParams, UpdateTaskParams,
 };
 #[allow(deprecated)]
 use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam, SetLevelRequestParams};
@@ -567,7 +567,8 @@ impl ServerHandler for StackpilotServer {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let uri = live::subscribable(&request.uri).map_err(|e| resources::error(&request.uri, &e))?;
+        let uri =
+            live::subscribable(&request.uri).map_err(|e| resources::error(&request.uri, &e))?;
         let mut sub = self.legacy_sub.lock().map_err(|_| poisoned())?;
         match *sub {
             Some(id) if self.shared.live.has(id) => {
@@ -684,7 +685,9 @@ impl ServerHandler for StackpilotServer {
         request: GetTaskParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
-        Ok(GetTaskResult::new(self.shared.tasks.get_task(&request.task_id)?))
+        Ok(GetTaskResult::new(
+            self.shared.tasks.get_task(&request.task_id)?,
+        ))
     }
 
     async fn update_task(

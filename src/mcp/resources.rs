@@ -87,10 +87,30 @@ fn template(uri: &str, name: &str, title: &str, description: &str) -> ResourceTe
 
 pub fn templates() -> Vec<ResourceTemplate> {
     vec![
-        template("stackpilot://stack/services/{service}", "service", "One service", "stack_status of one compose service."),
-        template("stackpilot://stack/backups/{backup_id}", "backup", "One backup set", "A backup set's manifest: files, sizes, sha256, counts."),
-        template("stackpilot://ollama/models/{model}", "model", "One Ollama model", "One model as list_models reports it."),
-        template("stackpilot://stack/audit{?limit,offset}", "audit page", "Audit log page", "The audit log, newest first, `limit` lines (at most 500) after skipping `offset`."),
+        template(
+            "stackpilot://stack/services/{service}",
+            "service",
+            "One service",
+            "stack_status of one compose service.",
+        ),
+        template(
+            "stackpilot://stack/backups/{backup_id}",
+            "backup",
+            "One backup set",
+            "A backup set's manifest: files, sizes, sha256, counts.",
+        ),
+        template(
+            "stackpilot://ollama/models/{model}",
+            "model",
+            "One Ollama model",
+            "One model as list_models reports it.",
+        ),
+        template(
+            "stackpilot://stack/audit{?limit,offset}",
+            "audit page",
+            "Audit log page",
+            "The audit log, newest first, `limit` lines (at most 500) after skipping `offset`.",
+        ),
     ]
 }
 
@@ -148,7 +168,12 @@ fn query(uri: &str) -> (&str, Vec<(String, String)>) {
     }
 }
 
-fn number(params: &[(String, String)], key: &str, default: usize, max: usize) -> Result<usize, ToolError> {
+fn number(
+    params: &[(String, String)],
+    key: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ToolError> {
     match params.iter().find(|(k, _)| k == key) {
         None => Ok(default),
         Some((_, v)) => v
@@ -215,10 +240,15 @@ pub async fn contents(app: &Arc<App>, uri: &str) -> Result<ResourceContents, Too
 async fn compose_model(app: &Arc<App>) -> Result<Value, ToolError> {
     let cli = app.compose()?.cli()?;
     let out = cli
-        .run(&[], &["config", "--format", "json"], std::time::Duration::from_secs(30))
+        .run(
+            &[],
+            &["config", "--format", "json"],
+            std::time::Duration::from_secs(30),
+        )
         .await?;
-    let mut v: Value = serde_json::from_str(&out.stdout)
-        .map_err(|e| ToolError::external(format!("docker compose config printed invalid JSON: {e}")))?;
+    let mut v: Value = serde_json::from_str(&out.stdout).map_err(|e| {
+        ToolError::external(format!("docker compose config printed invalid JSON: {e}"))
+    })?;
     if let Some(services) = v.get_mut("services").and_then(Value::as_object_mut) {
         for svc in services.values_mut() {
             if let Some(env) = svc.get_mut("environment").and_then(Value::as_object_mut) {

@@ -70,7 +70,8 @@ impl Progress for TaskProgress {
             (None, Some(t)) => format!("{progress:.0} of {t:.0}"),
             (None, None) => format!("{progress:.0}"),
         };
-        self.ctx.set_status_message(format!("{}: {text}", self.tool));
+        self.ctx
+            .set_status_message(format!("{}: {text}", self.tool));
     }
 }
 
@@ -105,7 +106,8 @@ impl Confirmer for TaskConfirmer {
     fn ask(&self, text: String) -> BoxFuture<'_, Result<Answer, String>> {
         Box::pin(async move {
             if self.ask == Ask::Elicit {
-                self.ctx.set_status_message("waiting for a person to confirm the plan");
+                self.ctx
+                    .set_status_message("waiting for a person to confirm the plan");
                 return crate::mcp::elicit(&self.peer, text).await;
             }
             let n = self.asked.fetch_add(1, Ordering::Relaxed);
@@ -116,7 +118,8 @@ impl Confirmer for TaskConfirmer {
                     requested_schema: crate::mcp::confirm_schema()?,
                 },
             ));
-            self.ctx.set_status_message("waiting for a person to confirm the plan");
+            self.ctx
+                .set_status_message("waiting for a person to confirm the plan");
             let answer = self
                 .ctx
                 .request_input(format!("{}-{n}", crate::mcp::CONFIRM_KEY), request)
@@ -175,9 +178,9 @@ pub fn spawn(
                 Ok(Reply::Done(value)) => crate::mcp::done_result(value),
                 // A task never returns input-required: its confirmer asks in place.
                 Ok(Reply::InputRequired { message, .. }) => {
-                    crate::mcp::error_result(&crate::domain::error::ToolError::internal(
-                        format!("a task cannot hand back an input request: {message}"),
-                    ))
+                    crate::mcp::error_result(&crate::domain::error::ToolError::internal(format!(
+                        "a task cannot hand back an input request: {message}"
+                    )))
                 }
                 Err(e) => crate::mcp::error_result(&e),
             };

@@ -60,15 +60,36 @@ impl ToolDef {
     /// The MCP definition; under `--read-only` a tool's read-only form is
     /// annotated as what it then is.
     pub fn to_mcp(&self, read_only_mode: bool) -> Tool {
+        self.mcp_with(
+            (self.input_schema)(),
+            (self.output_schema)(),
+            read_only_mode,
+        )
+    }
+
+    /// Both MCP definitions (normal, `--read-only`) around one pair of schemas.
+    pub fn to_mcp_both(&self, input: Arc<JsonObject>, output: Arc<JsonObject>) -> (Tool, Tool) {
+        (
+            self.mcp_with(input.clone(), output.clone(), false),
+            self.mcp_with(input, output, true),
+        )
+    }
+
+    fn mcp_with(
+        &self,
+        input: Arc<JsonObject>,
+        output: Arc<JsonObject>,
+        read_only_mode: bool,
+    ) -> Tool {
         let read_only = self.hints.read_only || (read_only_mode && self.read_only_subset);
         let annotations = ToolAnnotations::with_title(self.title)
             .read_only(read_only)
             .destructive(self.hints.destructive && !read_only)
             .idempotent(self.hints.idempotent)
             .open_world(self.hints.open_world);
-        Tool::new(self.name, self.description, (self.input_schema)())
+        Tool::new(self.name, self.description, input)
             .with_title(self.title)
-            .with_raw_output_schema((self.output_schema)())
+            .with_raw_output_schema(output)
             .with_annotations(annotations)
     }
 
@@ -160,16 +181,16 @@ pub enum Outcome<T> {
 }
 
 /// Output schema for a tool whose result is `T` (errors included, so every
-/// structuredContent validates): rmcp's generator, with the root pinned to
-/// `type: object` (MCP requires it) for untagged unions.
+/// structuredContent validates): rmcp's generator for what `Serialize`
+/// writes, compacted by `schema::compact_output` (root `type: object`, as MCP
+/// requires). tools/list and `tools export` both read it from here.
 pub fn output_schema<T: schemars::JsonSchema + std::any::Any>() -> Arc<JsonObject> {
-    let mut schema = (*rmcp::handler::server::common::schema_for_output::<Outcome<T>>()).clone();
-    schema
-        .entry("type")
-        .or_insert_with(|| Value::String("object".into()));
-    Arc::new(schema)
+    let schema = rmcp::handler::server::common::schema_for_output::<Outcome<T>>();
+    Arc::new(crate::tools::schema::compact_output(&schema))
 }
 
+/// Input schema for arguments `T`, in JSON Schema's own vocabulary.
 pub fn input_schema<T: schemars::JsonSchema + std::any::Any>() -> Arc<JsonObject> {
-    rmcp::handler::server::common::schema_for_type::<T>()
+    let schema = rmcp::handler::server::common::schema_for_type::<T>();
+    Arc::new(crate::tools::schema::standard_input(&schema))
 }

@@ -2,9 +2,10 @@
 //! CLI) and `tools export` read it, so a tool's name, schemas and annotations
 //! exist in exactly one place: its own file.
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use rmcp::model::Tool;
+use rmcp::model::{JsonObject, Tool};
+use serde_json::Value;
 
 use crate::tools::def::ToolDef;
 
@@ -39,23 +40,133 @@ pub fn find(name: &str) -> Option<&'static ToolDef> {
     all().iter().copied().find(|t| t.name == name)
 }
 
+/// Every tool's exported definition (tools/<name>.json), embedded at build
+/// time. `stackpilot tools export tools` writes them from the ToolDefs above
+/// and the tests fail when they differ (tests/cli.rs, and the unit test
+/// below), so serving these is serving the code's schemas without building
+/// them at startup: schemars and the compaction cost about as much as the
+/// rest of a cold start together.
+static EXPORTED: &[(&str, &str)] = &[
+    ("backup", include_str!("../../tools/backup.json")),
+    (
+        "compose_down",
+        include_str!("../../tools/compose_down.json"),
+    ),
+    ("compose_up", include_str!("../../tools/compose_up.json")),
+    (
+        "detect_hardware",
+        include_str!("../../tools/detect_hardware.json"),
+    ),
+    ("health", include_str!("../../tools/health.json")),
+    (
+        "list_backups",
+        include_str!("../../tools/list_backups.json"),
+    ),
+    ("list_models", include_str!("../../tools/list_models.json")),
+    (
+        "prune_backups",
+        include_str!("../../tools/prune_backups.json"),
+    ),
+    ("pull_model", include_str!("../../tools/pull_model.json")),
+    ("recover", include_str!("../../tools/recover.json")),
+    (
+        "remove_model",
+        include_str!("../../tools/remove_model.json"),
+    ),
+    ("restore", include_str!("../../tools/restore.json")),
+    (
+        "select_profile",
+        include_str!("../../tools/select_profile.json"),
+    ),
+    (
+        "set_kv_cache",
+        include_str!("../../tools/set_kv_cache.json"),
+    ),
+    (
+        "stack_status",
+        include_str!("../../tools/stack_status.json"),
+    ),
+    (
+        "verify_backup",
+        include_str!("../../tools/verify_backup.json"),
+    ),
+];
+
+/// A tool's (input, output) schemas from its embedded export; None when it
+/// has none (a tool added without `tools export`: its schemas are then built).
+fn exported_schemas(name: &str) -> Option<(Arc<JsonObject>, Arc<JsonObject>)> {
+    let (_, text) = EXPORTED.iter().find(|(n, _)| *n == name)?;
+    let mut v: Value = serde_json::from_str(text).ok()?;
+    let take = |v: &mut Value, key: &str| match v.get_mut(key).map(Value::take) {
+        Some(Value::Object(o)) => Some(Arc::new(o)),
+        _ => None,
+    };
+    Some((take(&mut v, "inputSchema")?, take(&mut v, "outputSchema")?))
+}
+
 /// The MCP definitions, built once: the HTTP transport looks a tool up on
 /// every request, and rebuilding schemas each time would dominate a call.
-pub fn mcp_tool(def: &ToolDef, read_only_mode: bool) -> Tool {
+fn mcp_tools() -> &'static HashMap<(&'static str, bool), Tool> {
     static CACHE: OnceLock<HashMap<(&'static str, bool), Tool>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| {
+    CACHE.get_or_init(|| {
         all()
             .iter()
             .flat_map(|t| {
-                [
-                    ((t.name, false), t.to_mcp(false)),
-                    ((t.name, true), t.to_mcp(true)),
-                ]
+                let (input, output) = exported_schemas(t.name).unwrap_or_else(|| {
+                    tracing::warn!(
+                        tool = t.name,
+                        "no exported definition in tools/: building its schemas"
+                    );
+                    ((t.input_schema)(), (t.output_schema)())
+                });
+                let (normal, read_only) = t.to_mcp_both(input, output);
+                [((t.name, false), normal), ((t.name, true), read_only)]
             })
             .collect()
-    });
-    cache
+    })
+}
+
+pub fn mcp_tool(def: &ToolDef, read_only_mode: bool) -> Tool {
+    mcp_tools()
         .get(&(def.name, read_only_mode))
         .cloned()
         .unwrap_or_else(|| def.to_mcp(read_only_mode))
+}
+
+/// Builds the definitions now (a server calls it on a spare thread at start,
+/// so the first tools/list does not wait for the schemas).
+pub fn warm() {
+    let _ = mcp_tools();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_definitions_are_the_codes() {
+        assert_eq!(
+            EXPORTED.len(),
+            all().len(),
+            "one tools/<name>.json per tool"
+        );
+        for t in all() {
+            let (input, output) = exported_schemas(t.name)
+                .unwrap_or_else(|| panic!("tools/{}.json is embedded and parses", t.name));
+            assert!(
+                input == (t.input_schema)() && output == (t.output_schema)(),
+                "tools/{}.json differs from the code: run `stackpilot tools export tools`",
+                t.name
+            );
+            let exported: Value = serde_json::from_str(
+                EXPORTED
+                    .iter()
+                    .find(|(n, _)| *n == t.name)
+                    .map(|(_, s)| *s)
+                    .unwrap_or(""),
+            )
+            .unwrap_or_default();
+            assert_eq!(exported, t.export(), "tools/{}.json", t.name);
+        }
+    }
 }

@@ -9,4 +9,5 @@ pub mod hardware;
 pub mod health;
 pub mod list;
 pub mod models;
+pub mod schema;
 pub mod stack;

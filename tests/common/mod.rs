@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod peers;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -134,9 +135,10 @@ impl ClientHandler for TestClient {
             caps.elicitation = Some(e);
         }
         if self.tasks {
-            caps.extensions
-                .get_or_insert_with(Default::default)
-                .insert(rmcp::model::TASKS_EXTENSION_ID.to_string(), Default::default());
+            caps.extensions.get_or_insert_with(Default::default).insert(
+                rmcp::model::TASKS_EXTENSION_ID.to_string(),
+                Default::default(),
+            );
         }
         let mut info = ClientConfig::new(caps, Implementation::new("stackpilot-tests", "1.0.0"));
         info.protocol_version = self.version.clone();

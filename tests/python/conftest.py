@@ -343,7 +343,7 @@ def tool_error(result: types.CallToolResult) -> dict[str, Any]:
 
 
 def validate_output(tool: types.Tool, value: Any, branch: str | None = None) -> None:
-    """Validate `value` against the tool's outputSchema (and, if named, one of its $defs)."""
+    """Validate `value` against the tool's outputSchema (and, if named, one of its branches)."""
     schema = tool.output_schema
     assert schema is not None, f"{tool.name} has an outputSchema"
     cls = jsonschema.validators.validator_for(schema)
@@ -353,7 +353,17 @@ def validate_output(tool: types.Tool, value: Any, branch: str | None = None) -> 
         f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors
     )
     if branch is not None:
-        sub = {"$schema": schema.get("$schema"), "$defs": schema["$defs"], "$ref": f"#/$defs/{branch}"}
+        # The output schema's branches sit side by side in its anyOf, told apart by the
+        # field each requires: the tool's own output, a confirmation request, a declined
+        # plan, an error.
+        marker = {"ConfirmationRequired": "confirmation_required", "Declined": "declined", "Error": "error"}
+        markers = set(marker.values())
+        if branch in marker:
+            alts = [a for a in schema["anyOf"] if marker[branch] in a.get("required", [])]
+        else:
+            alts = [a for a in schema["anyOf"] if not markers & set(a.get("required", []))]
+        assert len(alts) == 1, f"{tool.name}: one {branch} branch in {schema['anyOf']}"
+        sub = {**alts[0], "$defs": schema.get("$defs", {})}
         errors = list(cls(sub).iter_errors(value))
         assert not errors, f"{tool.name} output is not a {branch}: " + "; ".join(e.message for e in errors)
 

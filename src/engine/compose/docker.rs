@@ -501,13 +501,18 @@ pub fn watch(
         ..Default::default()
     };
     // A clone without the request timeout: the stream lives as long as someone listens.
-    let docker = docker.clone().with_timeout(Duration::from_secs(u64::from(u32::MAX)));
+    let docker = docker
+        .clone()
+        .with_timeout(Duration::from_secs(u64::from(u32::MAX)));
     let stream = docker.events(Some(options)).filter_map(|e| async move {
         let e = e.ok()?;
         let action = e.action.unwrap_or_default();
-        let interesting = ["create", "start", "stop", "die", "destroy", "restart", "pause", "unpause", "kill", "oom"]
-            .iter()
-            .any(|a| action == *a)
+        let interesting = [
+            "create", "start", "stop", "die", "destroy", "restart", "pause", "unpause", "kill",
+            "oom",
+        ]
+        .iter()
+        .any(|a| action == *a)
             || action.starts_with("health_status");
         if !interesting {
             return None;

@@ -75,18 +75,12 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "backup",
     title: "Back up data services",
-    description: "Back up the stack's data services into one backup set: Postgres with `pg_dump -Fc` \
-        (zstd-compressed), MongoDB with `mongodump --archive --gzip`, Redis with BGSAVE and its dump \
-        file (zstd-compressed), named volumes as a tar through a \
-        short-lived helper container (zstd-compressed; stop_during_backup stops the service meanwhile). \
-        Streamed through docker exec (never held in memory), checksummed (sha256), written as .partial, \
-        fsynced and renamed; a failed or cancelled dump leaves nothing. Layout: \
-        <backup root>/<project>/<timestamp>-<service>.pgdump.zst | .archive.gz | .rdb.zst | .<volume>.tar.zst, \
-        committed by <backup root>/<project>/<timestamp>[-<label>].manifest.json (sizes, sha256, tool \
-        versions, rows per table / documents per collection / keys per Redis database / files per \
-        volume). Credentials come from the container's environment (POSTGRES_*, MONGO_INITDB_ROOT_*, \
-        REDIS_PASSWORD, and their _FILE variants read inside the container). Checks free space \
-        against the previous backup first. Progress reports bytes written.",
+    description:
+        "Back up the stack's data services (Postgres with pg_dump, MongoDB with mongodump, Redis \
+        with BGSAVE and its dump file, named volumes as tar) into one checksummed backup set \
+        committed by a manifest; a failed or cancelled run leaves nothing behind. Reports \
+        progress in bytes. Use before a risky change or on a schedule; list_backups shows the \
+        sets, verify_backup checks one, restore puts one back.",
     hints: Hints {
         read_only: false,
         destructive: false,

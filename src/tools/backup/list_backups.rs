@@ -88,11 +88,11 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "list_backups",
     title: "List backup sets",
-    description: "List this stack's backup sets under <backup root>/<project>/ (one \
-        <timestamp>[-<label>].manifest.json each), newest first and paged (limit, offset): id, label, \
-        time, services, files with sizes and sha256, whether every file is present. Also reports \
-        invalid manifests, .partial files and files no manifest lists (never touched), and the \
-        retention defaults prune_backups applies.",
+    description:
+        "List the stack's backup sets, newest first and paged (limit, offset): id, label, time, \
+        services, files with sizes and sha256, and whether every file is present; also invalid \
+        manifests, .partial and unlisted files (never touched) and the retention defaults. \
+        Read-only. Use to pick a backup_id for verify_backup or restore.",
     hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,

@@ -64,12 +64,11 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "prune_backups",
     title: "Prune old backup sets",
-    description: "Delete the backup sets a retention policy does not keep (defaults: the stack's \
-        x-stackpilot keep_last 7, keep_daily 0, keep_weekly 0). Per service: the newest keep_last \
-        sets, the newest set of each of the newest keep_daily days (UTC) and keep_weekly ISO weeks. \
-        Never deletes the newest backup of a service, never touches a file that no stackpilot \
-        manifest lists, and refuses a policy that keeps nothing. Destructive: the plan lists every \
-        set it deletes and runs only when confirmed.",
+    description:
+        "Delete the backup sets a retention policy (keep_last, keep_daily, keep_weekly; defaults \
+        from the stack) does not keep, per service. Never deletes a service's newest backup or a \
+        file no manifest lists; a policy that keeps nothing is refused. Destructive: the plan \
+        lists every set and runs only when confirmed. Use when backups take too much disk.",
     hints: Hints {
         read_only: false,
         destructive: true,

@@ -94,17 +94,12 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "restore",
     title: "Restore a backup set",
-    description: "Replace data services' data with a backup set's (backup_id as list_backups shows; \
-        default: every service in the set). Destructive: the plan names each database and volume \
-        replaced, and runs only when confirmed. Before anything changes: every file's sha256 is checked \
-        against the manifest and a safety backup of the current data is taken (label pre-restore; \
-        restore it to go back). Postgres: `pg_restore --clean --if-exists --single-transaction` via \
-        docker exec (a failure leaves the database as it was); MongoDB: `mongorestore --drop --archive \
-        --gzip`; Redis: the dump written into its data directory (as the AOF's base when AOF is on) and \
-        the container restarted to load it; volumes: contents replaced by a helper container with the \
-        service stopped, then \
-        started again. Afterwards the counts recorded at backup time (rows per table, documents per \
-        collection, keys per Redis database, files per volume) are checked and the result says whether they match.",
+    description:
+        "Replace data services' data with a backup set's (backup_id from list_backups; default: \
+        every service in the set). Checks every file's sha256 and takes a safety backup first \
+        (label pre-restore), then restores (pg_restore, mongorestore, a Redis dump, or a \
+        volume's contents) and compares the counts recorded at backup time. Destructive: runs \
+        only when confirmed. Use to get lost or damaged data back.",
     hints: Hints {
         read_only: false,
         destructive: true,

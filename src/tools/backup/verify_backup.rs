@@ -76,14 +76,10 @@ pub static TOOL: ToolDef = ToolDef {
     name: "verify_backup",
     title: "Verify a backup set",
     description:
-        "Check a backup set (default: the newest) without changing anything: every file is \
-        present with the size and sha256 its manifest recorded, and reads as what it claims: a \
-        Postgres archive lists with `pg_restore --list` (run in the service's container) and names \
-        every table the manifest counted; a volume tar walks to its end with the recorded file and \
-        directory counts; a mongodump archive gunzips, starts with the archive magic, and passes \
-        `mongorestore --dryRun` when the service runs; a Redis dump has the RDB magic and version, \
-        the EOF opcode and a CRC-64 matching its content. Sets live under \
-        <backup root>/<project>/<set id>.manifest.json.",
+        "Check a backup set (default: the newest) without changing anything: every file present \
+        with its recorded size and sha256, and readable as what it claims (pg_restore --list, a \
+        tar walked to its end, a mongodump archive dry run, a Redis dump's RDB checksum). \
+        Read-only. Use before restore, or to audit backups.",
     hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,

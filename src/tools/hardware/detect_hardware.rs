@@ -35,10 +35,11 @@ pub struct Input {
 pub static TOOL: ToolDef = ToolDef {
     name: "detect_hardware",
     title: "Detect hardware",
-    description: "Report this machine's CPU (cores, SIMD), memory, cgroup limits, OS/WSL, GPUs \
-        (NVIDIA via NVML, AMD via sysfs, Apple Silicon), free disk for the stack, and the runtime: \
-        Docker engine, Compose v2, NVIDIA container runtime, Ollama. Absent pieces are reported \
-        with a reason, never raised. Read-only; feed the result to select_profile.",
+    description:
+        "Report this machine's CPU, memory, cgroup limits, OS, GPUs (NVIDIA, AMD, Apple Silicon; \
+        the reason when there are none), free disk for the stack, and the runtime: Docker \
+        engine, Compose v2, NVIDIA container runtime, Ollama. Read-only. Use first, then pass \
+        the result to select_profile.",
     hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,

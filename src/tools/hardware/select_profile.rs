@@ -92,11 +92,12 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "select_profile",
     title: "Select deployment profile",
-    description: "Choose the deployment profile (standard, analysis, cpu, apple-metal, cpu-small-server), \
-        context length and Ollama KV cache type that fit a model on this machine (or on `hardware`), \
-        with the memory table and every rule that fired. Deterministic. With write_env it writes \
-        OLLAMA_* / STACKPILOT_PROFILE / COMPOSE_PROFILES into the stack's .env; overwriting a \
-        different value asks for confirmation.",
+    description:
+        "Choose the deployment profile (standard, analysis, cpu, apple-metal, cpu-small-server), \
+        context length and Ollama KV cache type that fit a model on this machine (or on \
+        `hardware`), with the memory table and the rules that fired. Deterministic. `write_env` \
+        writes the keys into the stack's .env; overwriting a different value asks for \
+        confirmation. Use before compose_up or pull_model.",
     hints: Hints {
         read_only: false,
         destructive: true,

@@ -104,15 +104,12 @@ pub struct Options {
 pub static TOOL: ToolDef = ToolDef {
     name: "health",
     title: "Stack health",
-    description: "Tell whether every service of the stack works, why not, and what to do next. \
-        Per service, concurrently: the container (state, Docker health and its last probe outputs, \
-        restarts, OOMKilled, exit code, uptime, restart policy), a TCP connect to each published \
-        port, and with deep the role probe (Ollama /api/version and /api/ps with the on-GPU share, \
-        Postgres pg_isready and select 1, MongoDB ping, Qdrant /readyz, the service's x-stackpilot \
-        health path or command); plus host disk, memory and GPU memory. Each service gets a verdict \
-        (healthy, degraded, unhealthy, stopped, missing) with evidence and a hint naming the tool \
-        to call (recover, compose_up, select_profile, prune_backups); the stack gets an overall \
-        verdict. Logs only when asked (logs_tail). Read-only.",
+    description:
+        "Tell whether each service of the stack works, why not, and which tool to call next: \
+        container state and Docker health, restarts, OOM kills, port connects, and with `deep` a \
+        role probe (Ollama, Postgres, MongoDB, Qdrant, an HTTP path); host disk, memory and GPU \
+        memory. A verdict per service and for the stack; `logs_tail` adds redacted log lines. \
+        Read-only. Use when something looks wrong, or after a change.",
     hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,

@@ -109,12 +109,12 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "recover",
     title: "Recover a service",
-    description: "Bring one service back: action restart (docker restart of its containers; starts a \
-        stopped one; not destructive) or recreate (docker compose rm --stop --force, then up -d --no-recreate; \
-        creates a missing container; for a service that holds data, i.e. role ollama, postgres, \
-        mongodb, qdrant, volume or any named volume, it asks for confirmation first). With wait it \
-        polls health with progress until the service is healthy or timeout_s passes, and reports \
-        the final health. health's hints say which action to use.",
+    description:
+        "Bring one service back: `restart` (restarts or starts its containers; not destructive) \
+        or `recreate` (removes and recreates it; confirmation first for a service that holds \
+        data). With `wait`, polls health with progress until it is healthy or timeout_s passes, \
+        and reports the final health. Use on health's hint for a stopped, unhealthy or missing \
+        service.",
     hints: Hints {
         read_only: false,
         destructive: true,

@@ -79,9 +79,11 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "list_models",
     title: "List Ollama models",
-    description: "List the models in Ollama with size, quantization, family, parameter size and \
-        trained context (/api/tags, /api/show), joined with what is loaded now (/api/ps): memory, \
-        share on the GPU, served context length and expiry. Read-only.",
+    description:
+        "List the models in Ollama with size, quantization, family, parameter size and trained \
+        context, joined with what is loaded now: memory, share on the GPU, served context length \
+        and expiry. Read-only. Use to see what is installed and loaded before pull_model, \
+        remove_model or set_kv_cache.",
     hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,

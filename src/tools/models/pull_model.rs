@@ -136,11 +136,12 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "pull_model",
     title: "Pull an Ollama model",
-    description: "Download a model into Ollama (the stack's, or the host's from OLLAMA_HOST) with \
-        progress notifications per status and layer. Refuses a model that select_profile says will \
-        not fit this machine unless `force`, with the numbers. Cancelling stops the download; Ollama \
-        keeps the finished and partial layers and the next pull resumes. Returns digest, size, \
-        duration and whether it fits.",
+    description:
+        "Download a model into Ollama, with progress per status and layer. Refuses a model that \
+        select_profile says will not fit this machine unless `force`, with the numbers. \
+        Cancelling stops the download; the next pull resumes from the layers Ollama kept. \
+        Returns digest, size, duration and whether it fits. Use after select_profile has picked \
+        a model.",
     hints: Hints {
         read_only: false,
         destructive: false,

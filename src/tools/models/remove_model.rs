@@ -55,9 +55,11 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "remove_model",
     title: "Remove an Ollama model",
-    description: "Delete a model from Ollama (unloading it first if it is loaded). Destructive: the \
-        model must be pulled again to be used, so the plan (model, digest, size, loaded or not) needs \
-        a person's confirmation. Removing a model that is not there changes nothing.",
+    description:
+        "Delete a model from Ollama, unloading it first if it is loaded. Destructive: the model \
+        must be pulled again to be used, so the plan (model, digest, size) needs confirmation. A \
+        model that is not there changes nothing. Use to free disk; list_models shows what is \
+        installed.",
     hints: Hints {
         read_only: false,
         destructive: true,

@@ -213,15 +213,12 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "set_kv_cache",
     title: "Set Ollama's KV cache",
-    description: "Set Ollama's KV cache type (f16, q8_0, q4_0), context length and parallel slots \
-        where that Ollama is configured, then verify. The plan shows the current and the new \
-        settings and their memory effect for the loaded (or given) model; a quantized type also \
-        turns on flash attention and is refused where the hardware has none. Compose: writes the \
-        keys into the stack's .env and recreates only the ollama service (through compose_up); \
-        systemd: a drop-in /etc/systemd/system/ollama.service.d/stackpilot.conf, daemon-reload, \
-        restart; launchd: launchctl setenv and the restart instruction. Verifies the environment, \
-        Ollama's startup line, a warm-up load and /api/ps. Destructive: restarting Ollama unloads \
-        its models; always confirmed.",
+    description:
+        "Set Ollama's KV cache type (f16, q8_0, q4_0), context length and parallel slots where \
+        that Ollama is configured (the stack's .env and ollama service, a systemd drop-in, or \
+        launchd), then verify that Ollama runs with them. The plan shows the current and new \
+        settings and the memory effect; restarting Ollama unloads its models, so it is always \
+        confirmed. Use to fit a longer context or more parallel requests in memory.",
     hints: Hints {
         read_only: false,
         destructive: true,

@@ -105,12 +105,11 @@ pub struct Remaining {
 pub static TOOL: ToolDef = ToolDef {
     name: "compose_down",
     title: "Take the stack down",
-    description: "Stop and remove the stack's containers and networks through the Docker Compose \
-        v2 CLI (all of the project's, or those of `services`); with remove_volumes also its \
-        volumes, losing their data, after backing up the data services whose volumes go (one \
-        backup set labelled pre-down, unless skip_backup; a failed backup removes nothing). Plans \
-        exactly what goes (found by the project's compose labels) and always asks for \
-        confirmation. Nothing outside the project is touched.",
+    description:
+        "Stop and remove the stack's containers and networks (all, or those of `services`) \
+        through Docker Compose; with remove_volumes also the project's volumes, after backing up \
+        the data services whose volumes go (skip_backup opts out). Always asks for confirmation, \
+        showing exactly what goes. Use to take the stack down; stack_status shows what runs.",
     hints: Hints {
         read_only: false,
         destructive: true,

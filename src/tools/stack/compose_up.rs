@@ -119,13 +119,12 @@ pub static TOOL: ToolDef = ToolDef {
     name: "compose_up",
     title: "Bring the stack up",
     description:
-        "Create, recreate or start the stack's services through the Docker Compose v2 CLI \
-        and wait until they are running and healthy. Plans first: per service create / recreate \
-        (with the reason) / start / unchanged, images to pull or build, orphans, and preflight \
-        checks (engine, images, host ports, NVIDIA runtime for GPU services, disk). Recreating a \
-        service that holds data (ollama, postgres, mongodb, qdrant, or any named volume) and \
-        removing orphans ask for confirmation. Nothing to change: no container is touched. \
-        On failure it names the service with its health-check outputs and log tail.",
+        "Create, recreate or start the stack's services (a `profile`, or `services`) through \
+        Docker Compose and wait until they are healthy. Plans first: per service create, \
+        recreate (with the reason), start or unchanged, images, and a preflight of engine, \
+        ports, GPU runtime and disk; recreating a data service or removing orphans asks for \
+        confirmation. Use to bring the stack up or apply compose/.env changes; an up-to-date \
+        stack is left untouched.",
     hints: Hints {
         read_only: false,
         destructive: true,

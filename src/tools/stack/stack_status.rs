@@ -44,13 +44,11 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "stack_status",
     title: "Stack status",
-    description: "Report every container of the stack's compose project: state, health, container \
-        id, image, published ports, restart count and start time, found by the compose project \
-        label through the Docker Engine API, and each service's role with where it came from \
-        (`role_source`: label, x-stackpilot, image when guessed from the image name, none). \
-        Read-only and fast (the compose model is reused while the compose files are unchanged). \
-        Use it before and after compose_up; a service that is not up is `missing` when named in \
-        `services`.",
+    description:
+        "Report every container of the stack's compose project: state, health, container id, \
+        image, published ports, restart count and start time, and each service's role with \
+        where it came from (role_source). Read-only and fast. Use before and after compose_up, \
+        or for a quick look; health explains why a service is not healthy.",
     hints: Hints::READ_ONLY,
     read_only_subset: false,
     input_schema: def::input_schema::<Input>,
