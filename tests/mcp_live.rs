@@ -577,7 +577,7 @@ async fn a_confirmation_inside_a_task_is_declined_then_accepted() {
     let (up, _) = poll(&client, &id, 120, &[]).await;
     assert_eq!(up["status"], "completed", "{up:#}");
     let volume = format!("{}_cache_data", stack.project);
-    assert_eq!(stack.resources("volume"), [volume.clone()]);
+    assert_eq!(stack.resources("volume"), std::slice::from_ref(&volume));
 
     let down = json!({"remove_volumes": true, "stop_timeout_s": 1});
     for (answer, expect_removed) in [
@@ -598,7 +598,7 @@ async fn a_confirmation_inside_a_task_is_declined_then_accepted() {
             .unwrap_or_default();
         assert!(message.contains("plan digest"), "{request:#}");
         // Nothing happened while the person decides.
-        assert_eq!(stack.resources("volume"), [volume.clone()]);
+        assert_eq!(stack.resources("volume"), std::slice::from_ref(&volume));
         let mut responses = std::collections::BTreeMap::new();
         responses.insert(key.clone(), answer.clone());
         client
@@ -614,7 +614,7 @@ async fn a_confirmation_inside_a_task_is_declined_then_accepted() {
             assert!(stack.resources("volume").is_empty());
         } else {
             assert!(out.get("declined").is_some(), "{out:#}");
-            assert_eq!(stack.resources("volume"), [volume.clone()]);
+            assert_eq!(stack.resources("volume"), std::slice::from_ref(&volume));
             assert_eq!(stack.resources("container").len(), 2);
         }
     }

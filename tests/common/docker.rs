@@ -184,7 +184,7 @@ impl DockerStack {
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            if args.iter().any(|a| *a == self.project) && args.iter().any(|a| a == "up") {
+            if args.contains(&self.project) && args.iter().any(|a| a == "up") {
                 found.push(entry.file_name().to_string_lossy().into_owned());
             }
         }
