@@ -8,8 +8,9 @@
 //!    STACKPILOT_K8S_MCP_SERVER_BIN, from scripts/peers/mcp-tools.sh);
 //! 2. throughput: 50 clients for 5 s, `ping` on one shared session and
 //!    stateless;
-//! 3. flood: 200 idle connections held open plus 10,000 `initialize` calls
-//!    in 10 s, while 50 clients with sessions opened before the flood call
+//! 3. tasks/get: 50 clients polling one task for 5 s (stateless 2026-07-28);
+//! 4. flood: 200 idle connections held open plus 10,000 `initialize` calls
+//!    at 1,000/s, while 50 clients with sessions opened before the flood call
 //!    `tools/list`; the server's peak RSS (VmHWM) and their calls per second
 //!    against an unloaded run of the same clients.
 //!
@@ -139,10 +140,16 @@ async fn post(
             .header("MCP-Protocol-Version", "2025-11-25"),
         None => req.header("MCP-Protocol-Version", "2026-07-28"),
     };
-    if session.is_none() && method == "tools/call" {
-        // 2026-07-28 routes a tools/call by its Mcp-Name header.
+    // 2026-07-28 routes a request by its Mcp-Name header: a tools/call's
+    // tool name, a tasks/* call's task id.
+    let name_from = match method {
+        "tools/call" => Some("name"),
+        m if m.starts_with("tasks/") => Some("taskId"),
+        _ => None,
+    };
+    if let (None, Some(field)) = (session, name_from) {
         let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        if let Some(name) = v["params"]["name"].as_str() {
+        if let Some(name) = v["params"][field].as_str() {
             req = req.header("Mcp-Name", name);
         }
     }
@@ -191,6 +198,16 @@ async fn session(c: &reqwest::Client, url: &str) -> Result<String, String> {
     Ok(id)
 }
 
+const TASKS_META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"},"io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}}"#;
+
+/// A long tool called by a client that declares tasks: answered with a task
+/// handle (the task itself ends at once: there is no such backup).
+fn task_call() -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"verify_backup","arguments":{{"backup_id":"20260101T000000Z"}},{TASKS_META}}}}}"#
+    )
+}
+
 /// The cheapest request of each era: `ping` in a 2025-11-25 session;
 /// `server/discover` statelessly (2026-07-28 has no stateless `ping`).
 fn ping(stateless: bool) -> (&'static str, String) {
@@ -200,7 +217,10 @@ fn ping(stateless: bool) -> (&'static str, String) {
             format!(r#"{{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{{{META}}}}}"#),
         )
     } else {
-        ("ping", r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.to_string())
+        (
+            "ping",
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.to_string(),
+        )
     }
 }
 
@@ -366,9 +386,26 @@ async fn main() {
     let (m, body) = ping(true);
     let (r, e) = throughput(&url, None, m, body, 50, secs).await;
     println!("   server/discover stateless:          {r:.0} calls/s, {e} errors");
+
+    println!(
+        "3. tasks/get, 50 clients, {secs} s, stateless 2026-07-28 (target: at least 5,000/s):"
+    );
+    let created = post(&c, &url, None, "tools/call", task_call())
+        .await
+        .expect("a task");
+    let reply: serde_json::Value = serde_json::from_str(&created.1).expect("JSON");
+    let task_id = reply["result"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no task handle: {reply}"))
+        .to_string();
+    let get = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{{"taskId":"{task_id}",{TASKS_META}}}}}"#
+    );
+    let (r, e) = throughput(&url, None, "tasks/get", get, 50, secs).await;
+    println!("   tasks/get:                          {r:.0} calls/s, {e} errors");
     drop(server);
 
-    println!("3. flood: 200 idle connections + {flood_n} initialize calls at 1,000/s, 50 clients on tools/list:");
+    println!("4. flood: 200 idle connections + {flood_n} initialize calls at 1,000/s, 50 clients on tools/list:");
     let server = stackpilot(stack.path(), &[]);
     let url = server.url.clone();
     let pid = server.child.id();

@@ -53,6 +53,8 @@ pub struct App {
     /// Every secret value seen so far (the .env, the compose model, the
     /// instances' environments): outputs, audit lines and logs are masked with it.
     pub secrets: Arc<SecretBook>,
+    /// The last health report (the `stackpilot://stack/health` resource).
+    last_health: Mutex<Option<serde_json::Value>>,
 }
 
 /// How long host facts are reused.
@@ -74,6 +76,7 @@ impl App {
             engine: compose.clone(),
             compose,
             metrics: Metrics::new(),
+            last_health: Mutex::new(None),
         }
     }
 
@@ -89,6 +92,16 @@ impl App {
             self.secrets.learn_env(&lines);
         }
         self.secrets.snapshot()
+    }
+
+    pub fn set_last_health(&self, report: serde_json::Value) {
+        if let Ok(mut h) = self.last_health.lock() {
+            *h = Some(report);
+        }
+    }
+
+    pub fn last_health(&self) -> Option<serde_json::Value> {
+        self.last_health.lock().ok().and_then(|h| h.clone())
     }
 
     /// The engine the stack runs on: the port every engine-neutral tool uses.

@@ -16,18 +16,7 @@ use serde_json::{json, Value};
 /// test, and the evidence their failure must show (so a failure for another
 /// reason still turns the test red). When one of them passes, this test fails
 /// and asks for its line to be removed.
-const EXPECTED_FAILURES: &[(&str, &str, &str)] = &[
-    (
-        "resources-list",
-        "resources/list",
-        "stackpilot does not declare the `resources` capability yet (issue 15, part 2)",
-    ),
-    (
-        "logging-set-level",
-        "logging/setLevel",
-        "stackpilot does not declare the `logging` capability yet (issue 15, with resources)",
-    ),
-];
+const EXPECTED_FAILURES: &[(&str, &str, &str)] = &[];
 
 /// The server scenarios of conformance 0.1.16 that apply to stackpilot (the
 /// others call the suite's own demo tools, prompts and resources; README,
@@ -215,6 +204,41 @@ async fn the_inspector_cli_lists_and_calls_tools_over_stdio_and_http() {
             json!(["f16", "q8_0", "q4_0"]),
             "{what}: {reply}"
         );
+        // Resources: listed, and one read back as the JSON it says it is.
+        let (code, res) = inspector(
+            &inspect,
+            home.path(),
+            target,
+            &["--method", "resources/list"],
+        )
+        .await;
+        assert_eq!(code, 0, "{what}: {res}");
+        let uris: Vec<&str> = res["result"]["resources"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: a resources/list result: {res}"))
+            .iter()
+            .filter_map(|r| r["uri"].as_str())
+            .collect();
+        for uri in ["stackpilot://stack/status", "stackpilot://host/hardware"] {
+            assert!(uris.contains(&uri), "{what}: {uri} in {uris:?}");
+        }
+        let read = [
+            "--method",
+            "resources/read",
+            "--uri",
+            "stackpilot://host/hardware",
+        ];
+        let (code, res) = inspector(&inspect, home.path(), target, &read).await;
+        assert_eq!(code, 0, "{what}: {res}");
+        let content = &res["result"]["contents"][0];
+        assert_eq!(content["mimeType"], "application/json", "{what}: {res}");
+        let hardware: Value = serde_json::from_str(content["text"].as_str().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("{what}: the hardware resource is JSON ({e}): {res}"));
+        assert!(
+            hardware["cpu"]["logical_cores"].as_u64().unwrap_or(0) > 0,
+            "{what}: {hardware}"
+        );
+
         results.push(json!(["select_profile", result["structuredContent"]]));
         results.push(json!([
             "select_profile",

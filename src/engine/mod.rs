@@ -133,6 +133,11 @@ pub trait Engine: Send + Sync {
     /// finishes or is dropped.
     async fn helper(&self, spec: &HelperSpec) -> Result<Process, ToolError>;
 
+    /// A stream of the services whose instances changed state (created,
+    /// started, stopped, died, health changed, destroyed), as the engine
+    /// pushes them: no polling. Ends when the connection does.
+    async fn watch(&self) -> Result<futures::stream::BoxStream<'static, String>, ToolError>;
+
     /// Kills what a stackpilot process (`dead_pid`) that died holding the
     /// stack lock left running, before the new holder changes anything;
     /// says what it killed.

@@ -397,9 +397,17 @@ pub fn router(
         table: table.clone(),
     });
     let mcp_app = app.clone();
+    // One task table and one subscription hub per process: a task started
+    // over one connection is found by id over any other.
+    let shared = crate::mcp::Shared::new(app.clone());
     let service: StreamableHttpService<StackpilotServer, TrackedSessions> =
         StreamableHttpService::new(
-            move || Ok(StackpilotServer::new(mcp_app.clone())),
+            move || {
+                Ok(StackpilotServer::with_shared(
+                    mcp_app.clone(),
+                    shared.clone(),
+                ))
+            },
             sessions.clone(),
             config,
         );

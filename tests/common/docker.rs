@@ -165,6 +165,32 @@ impl DockerStack {
         .await
     }
 
+    /// An HTTP server on this stack that talks to the real engine.
+    pub async fn http(&self, extra: &[&str]) -> super::HttpServer {
+        super::http_server_env(
+            self.path(),
+            extra,
+            &[("DOCKER_HOST", self.docker_host.as_str())],
+        )
+        .await
+    }
+
+    /// The PIDs of `docker compose ... up` processes of this project still running.
+    pub fn compose_up_processes(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.contains(&self.project) && args.iter().any(|a| a == "up") {
+                found.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        found
+    }
+
     /// Rewrites the copy's compose file (panics when `from` is not in it).
     pub fn edit_compose(&self, from: &str, to: &str) {
         let path = self.path().join("docker-compose.yml");

@@ -96,6 +96,12 @@ pub struct TestClient {
     /// Run while the person decides (with how many times they were asked):
     /// what happens meanwhile elsewhere.
     pub meanwhile: Option<std::sync::Arc<dyn Fn(usize) + Send + Sync>>,
+    /// Declares the tasks extension (io.modelcontextprotocol/tasks).
+    pub tasks: bool,
+    /// Every `notifications/resources/updated` received (2025-11-25), in order.
+    pub updates: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+    /// Every `notifications/message` received.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
 }
 
 impl TestClient {
@@ -107,7 +113,16 @@ impl TestClient {
             progress: Default::default(),
             think: Duration::ZERO,
             meanwhile: None,
+            tasks: false,
+            updates: Default::default(),
+            logs: Default::default(),
         }
+    }
+
+    /// The same client, declaring the tasks extension.
+    pub fn with_tasks(mut self) -> Self {
+        self.tasks = true;
+        self
     }
 }
 
@@ -118,6 +133,12 @@ impl ClientHandler for TestClient {
             let mut e = ElicitationCapability::new();
             e.form = Some(FormElicitationCapability::default());
             caps.elicitation = Some(e);
+        }
+        if self.tasks {
+            caps.extensions.get_or_insert_with(Default::default).insert(
+                rmcp::model::TASKS_EXTENSION_ID.to_string(),
+                Default::default(),
+            );
         }
         let mut info = ClientConfig::new(caps, Implementation::new("stackpilot-tests", "1.0.0"));
         info.protocol_version = self.version.clone();
@@ -135,6 +156,27 @@ impl ClientHandler for TestClient {
                 progress: params.progress,
                 message: params.message,
             });
+        }
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        if let Ok(mut seen) = self.updates.lock() {
+            seen.push((std::time::Instant::now(), params.uri));
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        if let Ok(mut seen) = self.logs.lock() {
+            seen.push(serde_json::to_value(&params).unwrap_or_default());
         }
     }
 
@@ -231,6 +273,11 @@ impl Drop for HttpServer {
 }
 
 pub async fn http_server(stack: &Path, extra: &[&str]) -> HttpServer {
+    http_server_env(stack, extra, &[]).await
+}
+
+/// Like `http_server`, with environment variables set after the quiet ones.
+pub async fn http_server_env(stack: &Path, extra: &[&str], env: &[(&str, &str)]) -> HttpServer {
     let mut cmd = tokio::process::Command::new(bin());
     cmd.arg("serve")
         .arg("--stack")
@@ -242,6 +289,9 @@ pub async fn http_server(stack: &Path, extra: &[&str]) -> HttpServer {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     quiet_env(&mut cmd);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let mut child = cmd.spawn().expect("spawn stackpilot --http");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = tokio::io::BufReader::new(stderr).lines();

@@ -483,6 +483,45 @@ pub async fn logs_tail(
     Ok(raw)
 }
 
+/// The project's container events (the engine pushes them): the service of
+/// each container that was created, started, stopped, died, changed health
+/// or was destroyed.
+pub fn watch(
+    docker: &Docker,
+    project: &str,
+) -> Result<futures::stream::BoxStream<'static, String>, ToolError> {
+    let options = bollard::query_parameters::EventsOptions {
+        filters: Some(HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{LABEL_PROJECT}={project}")],
+            ),
+        ])),
+        ..Default::default()
+    };
+    // A clone without the request timeout: the stream lives as long as someone listens.
+    let docker = docker
+        .clone()
+        .with_timeout(Duration::from_secs(u64::from(u32::MAX)));
+    let stream = docker.events(Some(options)).filter_map(|e| async move {
+        let e = e.ok()?;
+        let action = e.action.unwrap_or_default();
+        let interesting = [
+            "create", "start", "stop", "die", "destroy", "restart", "pause", "unpause", "kill",
+            "oom",
+        ]
+        .iter()
+        .any(|a| action == *a)
+            || action.starts_with("health_status");
+        if !interesting {
+            return None;
+        }
+        e.actor?.attributes?.get(LABEL_SERVICE).cloned()
+    });
+    Ok(Box::pin(stream))
+}
+
 /// `docker restart` (starts a stopped container too).
 pub async fn restart(
     docker: &Docker,

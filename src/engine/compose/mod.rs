@@ -242,6 +242,10 @@ impl Engine for ComposeEngine {
         exec::helper(self.docker().await?, self.project(), spec).await
     }
 
+    async fn watch(&self) -> Result<futures::stream::BoxStream<'static, String>, ToolError> {
+        docker::watch(self.docker().await?, self.project())
+    }
+
     fn reap_leftovers(&self, dead_pid: u32) -> Vec<String> {
         children::reap(&self.stack.coord_dir, dead_pid)
     }

@@ -149,9 +149,9 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     )
     .await?;
     record_verdicts(&call.app, &report);
-    serde_json::to_value(report)
-        .map(Reply::Done)
-        .map_err(|e| ToolError::internal(e.to_string()))
+    let value = serde_json::to_value(report).map_err(|e| ToolError::internal(e.to_string()))?;
+    call.app.set_last_health(value.clone());
+    Ok(Reply::Done(value))
 }
 
 /// Validates `services` against the model: every name must be a service.
