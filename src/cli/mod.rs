@@ -513,13 +513,48 @@ async fn run_tool_command(cli: &Cli, argv: &[OsString]) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// A readable two-column view of any structured output.
+/// A readable two-column view of any structured output. Log-shaped output
+/// (a top-level `lines` array of objects with `time` and `untrusted_output`,
+/// as `logs` returns) prints its lines plainly after the other rows, one per
+/// line: `time instance stream | text`.
 pub fn render_table(value: &Value) -> String {
     let mut rows: Vec<(String, String)> = Vec::new();
-    flatten("", value, &mut rows);
+    let log_lines = log_lines(value);
+    match (&log_lines, value) {
+        (Some(_), Value::Object(map)) => {
+            let mut rest = map.clone();
+            rest.remove("lines");
+            flatten("", &Value::Object(rest), &mut rows);
+        }
+        _ => flatten("", value, &mut rows),
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0).min(48);
-    rows.into_iter()
+    let mut out: String = rows
+        .into_iter()
         .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+        .collect();
+    for line in log_lines.unwrap_or_default() {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn log_lines(value: &Value) -> Option<Vec<String>> {
+    let items = value.get("lines")?.as_array()?;
+    let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    items
+        .iter()
+        .map(|l| {
+            l.get("untrusted_output")?.as_str()?;
+            Some(format!(
+                "{} {} {} | {}",
+                field(l, "time"),
+                field(l, "instance"),
+                field(l, "stream"),
+                field(l, "untrusted_output")
+            ))
+        })
         .collect()
 }
 

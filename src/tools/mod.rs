@@ -4,8 +4,10 @@
 //! `list` is the one place that names every tool.
 pub mod backup;
 pub mod def;
+pub mod deploy;
 pub mod hardware;
 pub mod health;
 pub mod list;
 pub mod models;
+pub mod ops;
 pub mod stack;

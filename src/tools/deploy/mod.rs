@@ -1,0 +1,5 @@
+//! Rolling out new images and back: deploy, rollback, and the one-service
+//! rollout both use (rollout.rs).
+pub mod deploy;
+pub mod rollback;
+pub mod rollout;
