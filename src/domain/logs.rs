@@ -303,7 +303,7 @@ pub fn merge(
             }
         }
     }
-    all.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    all.sort_by_key(|a| (a.0, a.1, a.2));
     let start = all.len().saturating_sub(tail);
     cut_by_tail += start as u64;
     let mut kept: Vec<(usize, Kept)> = Vec::new();

@@ -330,7 +330,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         services: planned
             .iter()
             .filter(|p| !rollable.contains(&p.svc.name))
-            .map(|p| left_alone(p))
+            .map(left_alone)
             .collect(),
         warnings: Vec::new(),
         duration_s: 0.0,

@@ -221,7 +221,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
             Planned::Unchanged
         } else {
             let present = compose
-                .image_ids(&[record.previous.image_id.clone()])
+                .image_ids(std::slice::from_ref(&record.previous.image_id))
                 .await?
                 .values()
                 .any(Option::is_some);
