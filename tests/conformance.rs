@@ -273,7 +273,11 @@ async fn the_inspector_cli_lists_and_calls_tools_over_stdio_and_http() {
         )
     });
     eprintln!("Ajv: {report}");
-    assert_eq!(report["tools"], 16, "{report}");
+    assert_eq!(
+        report["tools"],
+        json!(tool_names(&lists[0]).len()),
+        "every listed tool was compiled: {report}"
+    );
     assert_eq!(report["warnings"], json!([]), "{report}");
     assert_eq!(report["errors"], json!([]), "{report}");
 }

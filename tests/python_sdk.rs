@@ -129,7 +129,14 @@ fn python_sdk_client_suite() {
     let mut child = Command::new(venv_python(&venv))
         .args(["-m", "pytest", "tests/python", "-q"])
         .current_dir(root())
-        .env("STACKPILOT_BIN", env!("CARGO_BIN_EXE_stackpilot"))
+        // STACKPILOT_TEST_BIN: as in tests/common::bin(), a copy of this checkout's binary.
+        .env(
+            "STACKPILOT_BIN",
+            std::env::var("STACKPILOT_TEST_BIN")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_stackpilot").to_string()),
+        )
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("STACKPILOT_CONFIRM_KEY")
         .stdin(Stdio::null())

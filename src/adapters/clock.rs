@@ -10,3 +10,8 @@ pub fn now_rfc3339() -> String {
 pub fn now_unix() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
+
+/// Now, in Unix nanoseconds (log time bounds).
+pub fn now_unix_ns() -> i128 {
+    OffsetDateTime::now_utc().unix_timestamp_nanos()
+}

@@ -4,6 +4,7 @@
 //! clock and the metrics registry. Adapters import only `domain`.
 pub mod backup_store;
 pub mod clock;
+pub mod deploy_record;
 pub mod env_file;
 pub mod files;
 pub mod hardware;

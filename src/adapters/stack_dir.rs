@@ -86,6 +86,33 @@ fn users_id() -> u32 {
     0
 }
 
+/// The stack's compose files as written (before compose interpolates them):
+/// (name relative to the stack, parsed YAML). What init_env reads the
+/// `${VAR}` references from; a file that cannot be read or parsed is an error
+/// naming it.
+pub fn compose_documents(stack: &Stack) -> std::io::Result<Vec<(String, serde_json::Value)>> {
+    stack
+        .files
+        .iter()
+        .map(|path| {
+            let name = path
+                .strip_prefix(&stack.dir)
+                .unwrap_or(path)
+                .display()
+                .to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("compose file {name}: {e}")))?;
+            let doc: serde_json::Value = serde_norway::from_str(&text).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("compose file {name} is not valid YAML: {e}"),
+                )
+            })?;
+            Ok((name, doc))
+        })
+        .collect()
+}
+
 /// COMPOSE_FILE from the .env (paths relative to the stack), else the first
 /// of compose's file names that exists, plus an override file.
 fn compose_files(dir: &Path, env: &EnvFile) -> Vec<PathBuf> {

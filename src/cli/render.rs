@@ -31,6 +31,8 @@ pub enum Block {
     },
     /// A titled bullet list.
     List { title: String, items: Vec<String> },
+    /// Lines printed as they are, unwrapped (log lines).
+    Verbatim(Vec<String>),
 }
 
 impl Doc {
@@ -55,6 +57,12 @@ impl Doc {
                 title: title.to_string(),
                 items,
             });
+        }
+    }
+
+    pub fn verbatim(&mut self, lines: Vec<String>) {
+        if !lines.is_empty() {
+            self.blocks.push(Block::Verbatim(lines));
         }
     }
 
@@ -107,6 +115,12 @@ impl Doc {
                         t.add_row(r.clone());
                     }
                     out.push_str(&finish(t));
+                }
+                Block::Verbatim(lines) => {
+                    for line in lines {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
                 }
                 Block::List { title, items } => {
                     out.push_str(&format!("{title}:\n"));

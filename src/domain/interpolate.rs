@@ -54,6 +54,26 @@ pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Strin
     out
 }
 
+/// The names of the variables `text` reads (`$VAR`, `${VAR}`, `${VAR:-x}`
+/// and the variables in defaults), in order, each once; `$$` is a literal.
+pub fn references(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let seen = std::cell::RefCell::new(Vec::<String>::new());
+    // Interpolating with a lookup that records every name asked for visits
+    // exactly the references compose would resolve, defaults included
+    // (a lookup that answers None makes every default get evaluated).
+    let record = |name: &str| {
+        let mut s = seen.borrow_mut();
+        if !name.is_empty() && !s.iter().any(|n| n == name) {
+            s.push(name.to_string());
+        }
+        None
+    };
+    interpolate(text, &record);
+    names.extend(seen.into_inner());
+    names
+}
+
 fn is_name_start(c: char) -> bool {
     c.is_ascii_alphabetic() || c == '_'
 }
@@ -132,6 +152,15 @@ mod tests {
             "EMPTY" => Some(String::new()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn references_are_every_variable_read() {
+        assert_eq!(
+            references("postgres://${DB_USER:-app}:${DB_PASSWORD:?set it}@db/$DB_NAME $$NOT ${X:-${Y}} $DB_USER"),
+            ["DB_USER", "DB_PASSWORD", "DB_NAME", "X", "Y"]
+        );
+        assert!(references("no vars, 100$").is_empty());
     }
 
     #[test]

@@ -232,6 +232,149 @@ pub struct ServiceModel {
     pub profiles: Vec<String>,
     /// Services this one depends on (compose starts them with it).
     pub depends_on: Vec<String>,
+    /// A fixed `container_name`: compose can run only one container of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+}
+
+/// How a declared task runs.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskMode {
+    /// A one-off container of the service (`docker compose run --rm --no-deps`).
+    #[default]
+    Run,
+    /// Inside the service's running container (`docker exec`).
+    Exec,
+}
+
+/// A command the stack declares (top-level `x-stackpilot: tasks:`), the only
+/// commands run_task runs.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct TaskSpec {
+    pub name: String,
+    /// The service whose image (run) or container (exec) runs it.
+    pub service: String,
+    /// The program and its arguments (exec form; no shell unless the command names one).
+    pub command: Vec<String>,
+    /// Changes or removes data: run_task asks for confirmation first.
+    pub destructive: bool,
+    pub mode: TaskMode,
+    /// Seconds it may run (default 600, at most 3600).
+    pub timeout_s: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Why the declaration cannot run (listed, never run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+}
+
+/// A declared task's default and longest run time.
+pub const TASK_DEFAULT_TIMEOUT_S: u64 = 600;
+pub const TASK_MAX_TIMEOUT_S: u64 = 3600;
+
+/// Task names: what a person types, safe in a plan and a log line.
+pub fn valid_task_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// The `tasks` map of the top-level x-stackpilot block. Each entry is
+/// `{service, command: [..], destructive: bool, mode: run|exec, timeout_s,
+/// description}`; a malformed one is kept with the reason in `invalid`, so
+/// run_task can say what is wrong with it instead of pretending it is absent.
+pub fn tasks_from(block: Option<&Value>) -> BTreeMap<String, TaskSpec> {
+    let mut out = BTreeMap::new();
+    let Some(Value::Object(tasks)) = block else {
+        return out;
+    };
+    for (name, decl) in tasks {
+        let mut problems: Vec<String> = Vec::new();
+        if !valid_task_name(name) {
+            problems.push("the name must be 1-64 letters, digits, `_`, `-` or `.`".into());
+        }
+        let field = |k: &str| decl.get(k);
+        let service = field("service").and_then(str_of).unwrap_or_default();
+        if service.is_empty() {
+            problems.push("`service` is missing".into());
+        }
+        let command: Vec<String> = match field("command") {
+            Some(Value::Array(items)) if !items.is_empty() => {
+                // `docker compose config` prints a literal `$` as `$$` (so its
+                // output reads back the same); the command gets the literal.
+                let parts: Vec<Option<String>> = items
+                    .iter()
+                    .map(|v| str_of(v).map(|s| s.replace("$$", "$")))
+                    .collect();
+                if parts.iter().any(Option::is_none) {
+                    problems.push("`command` must be a list of strings".into());
+                }
+                parts.into_iter().flatten().collect()
+            }
+            Some(Value::String(_)) => {
+                problems.push(
+                    "`command` must be a list of strings (exec form: [\"program\", \"arg\"]), not one string".into(),
+                );
+                Vec::new()
+            }
+            _ => {
+                problems.push("`command` is missing or empty".into());
+                Vec::new()
+            }
+        };
+        let destructive = match field("destructive") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => match str_of(v).as_deref() {
+                Some("true") => true,
+                Some("false") => false,
+                _ => {
+                    problems.push("`destructive` must be true or false".into());
+                    true
+                }
+            },
+        };
+        let mode = match field("mode").and_then(str_of).as_deref() {
+            None | Some("run") => TaskMode::Run,
+            Some("exec") => TaskMode::Exec,
+            Some(other) => {
+                problems.push(format!(
+                    "`mode` must be run or exec, not `{}`",
+                    crate::domain::redact::cap(other, 40)
+                ));
+                TaskMode::Run
+            }
+        };
+        let timeout_s = match field("timeout_s") {
+            None | Some(Value::Null) => TASK_DEFAULT_TIMEOUT_S,
+            Some(v) => match str_of(v).and_then(|t| t.parse::<u64>().ok()) {
+                Some(t) if (1..=TASK_MAX_TIMEOUT_S).contains(&t) => t,
+                _ => {
+                    problems.push(format!("`timeout_s` must be 1 to {TASK_MAX_TIMEOUT_S}"));
+                    TASK_DEFAULT_TIMEOUT_S
+                }
+            },
+        };
+        out.insert(
+            name.clone(),
+            TaskSpec {
+                name: name.clone(),
+                service,
+                command,
+                destructive,
+                mode,
+                timeout_s,
+                description: field("description")
+                    .and_then(str_of)
+                    .map(|d| crate::domain::redact::cap(&d, 300)),
+                invalid: (!problems.is_empty()).then(|| problems.join("; ")),
+            },
+        );
+    }
+    out
 }
 
 /// Stack-wide settings from the top-level `x-stackpilot` block.
@@ -263,6 +406,9 @@ pub struct StackModel {
     #[serde(skip)]
     #[schemars(skip)]
     pub secret_values: Vec<String>,
+    /// Declared tasks (top-level x-stackpilot `tasks`), by name.
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskSpec>,
 }
 
 impl StackModel {
@@ -438,6 +584,7 @@ pub fn model_from_config(
                         .and_then(Value::as_object)
                         .map(|d| d.keys().cloned().collect())
                         .unwrap_or_default(),
+                    container_name: svc.get("container_name").and_then(str_of),
                 },
             );
         }
@@ -494,6 +641,7 @@ pub fn model_from_config(
                 .and_then(str_of)
                 .filter(|s| !s.trim().is_empty()),
         },
+        tasks: tasks_from(xs.and_then(|x| x.get("tasks"))),
     }
 }
 
@@ -629,5 +777,46 @@ mod tests {
         assert!(db.stop_during_backup);
         assert!(!m.services["web"].stop_during_backup);
         assert_eq!(m.volumes, ["pgdata"]);
+        assert!(m.tasks.is_empty());
+        assert_eq!(db.container_name, None);
+    }
+
+    #[test]
+    fn tasks_are_read_and_bad_ones_say_why() {
+        let block = json!({
+            "migrate": {"service": "api", "command": ["./manage", "migrate", "$$HOME"], "description": "schema"},
+            "reset": {"service": "db", "command": ["psql", "-c", "drop schema app cascade"], "destructive": true, "mode": "exec", "timeout_s": 60},
+            "shell": {"service": "api", "command": "rm -rf /"},
+            "odd": {"command": ["true"], "mode": "ssh", "timeout_s": 0}
+        });
+        let t = tasks_from(Some(&block));
+        assert_eq!(t.len(), 4);
+        let m = &t["migrate"];
+        assert_eq!(
+            (m.mode, m.destructive, m.timeout_s),
+            (TaskMode::Run, false, 600)
+        );
+        assert_eq!(
+            m.command,
+            ["./manage", "migrate", "$HOME"],
+            "compose's $$ is a literal $"
+        );
+        assert!(m.invalid.is_none());
+        let r = &t["reset"];
+        assert_eq!(
+            (r.mode, r.destructive, r.timeout_s),
+            (TaskMode::Exec, true, 60)
+        );
+        assert!(t["shell"]
+            .invalid
+            .as_deref()
+            .is_some_and(|w| w.contains("list of strings")));
+        let odd = t["odd"].invalid.as_deref().expect("invalid");
+        assert!(
+            odd.contains("`service` is missing")
+                && odd.contains("`mode`")
+                && odd.contains("`timeout_s`"),
+            "{odd}"
+        );
     }
 }

@@ -16,13 +16,18 @@
 pub mod compose;
 pub mod process;
 
+use std::pin::Pin;
+
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
 
 use crate::domain::error::ToolError;
 use crate::domain::instance::{EngineFacts, Instance, InstanceDetail};
 use crate::domain::stack_model::StackModel;
 
-pub use process::{Chunk, ChunkSink, Exit, Finished, Process, RunError, Stdout};
+pub use crate::domain::logs::OutputStream;
+pub use process::{Chunk, ChunkSink, Exit, Finished, Process, RunError, Stdout, Tails};
 
 /// Which engine runs the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +60,43 @@ pub struct HelperSpec {
     /// The engine network to attach it to; None: no network at all.
     pub network: Option<String>,
 }
+
+/// What to read of an instance's log (the `logs` method).
+///
+/// Engines differ in what they can filter: Docker filters by whole seconds
+/// and applies `tail` before the time bounds; Kubernetes has `tailLines` and
+/// `sinceSeconds` but no `until` and no separate streams. So an engine may
+/// return more than asked (lines a second outside the bounds, the other
+/// stream where it cannot separate them) and callers filter again by each
+/// line's time and stream; it must never return less.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Only the last N lines. None: the whole log. Docker counts the tail
+    /// over both streams and before `until`, so callers leave it out when
+    /// they bound by `until` or want one stream (it would cut first and then
+    /// drop what it kept).
+    pub tail: Option<usize>,
+    /// Unix nanoseconds: lines at or after this time.
+    pub since_ns: Option<i128>,
+    /// Unix nanoseconds: lines at or before this time.
+    pub until_ns: Option<i128>,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// One line of an instance's output, as the engine stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When the engine received it, Unix nanoseconds (what merging sorts by).
+    pub time_ns: i128,
+    pub stream: OutputStream,
+    /// The line without its newline: raw container bytes (the caller bounds
+    /// and redacts them).
+    pub text: Bytes,
+}
+
+/// An instance's log lines, oldest first.
+pub type LogLines = Pin<Box<dyn Stream<Item = Result<LogLine, ToolError>> + Send>>;
 
 /// The port. Every method is bounded by the engine's own request timeout;
 /// callers that need a tighter bound wrap the call in `tokio::time::timeout`.
@@ -91,6 +133,12 @@ pub trait Engine: Send + Sync {
         lines: usize,
         max_bytes: usize,
     ) -> Result<Vec<u8>, ToolError>;
+
+    /// An instance's log as timestamped lines, oldest first, streamed (a log
+    /// of millions of lines is never held in memory here). Raw: the caller
+    /// bounds, filters and redacts. Compose: the Engine API's logs with
+    /// timestamps; Kubernetes: the pod log with `timestamps=true`.
+    async fn logs(&self, id: &str, query: &LogQuery) -> Result<LogLines, ToolError>;
 
     /// The instance's environment (`KEY=value`): connection settings such as
     /// POSTGRES_USER, and the secret values tools must mask. Never echoed.

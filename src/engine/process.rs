@@ -222,6 +222,64 @@ pub async fn exec_capture(
     }
 }
 
+/// The ends of a process's two output streams, bounded.
+#[derive(Debug, Clone, Default)]
+pub struct Tails {
+    pub exit_code: i64,
+    /// The last `max_bytes` of stdout (lossy UTF-8 at the cut).
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
+
+fn keep_tail(tail: &mut Vec<u8>, data: &[u8], max: usize) {
+    tail.extend_from_slice(data);
+    if tail.len() > max {
+        let cut = tail.len() - max;
+        tail.drain(..cut);
+    }
+}
+
+/// Runs a process to its end keeping the last `max_bytes` of each output
+/// stream (a task's result and its errors are at the end), with no stdin.
+/// Cancellation drops the process (the engine's own cleanup stops it).
+pub async fn run_tails(
+    mut p: Process,
+    max_bytes: usize,
+    ct: &CancellationToken,
+) -> Result<Tails, RunError> {
+    let mut t = Tails::default();
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = ct.cancelled() => return Err(RunError::Cancelled),
+            item = p.output.next() => item,
+        };
+        match item {
+            None => break,
+            Some(Err(e)) => return Err(RunError::Engine(e)),
+            Some(Ok(Chunk::Stdout(b))) => {
+                t.stdout_bytes += b.len() as u64;
+                keep_tail(&mut t.stdout, &b, max_bytes);
+            }
+            Some(Ok(Chunk::Stderr(b))) => {
+                t.stderr_bytes += b.len() as u64;
+                keep_tail(&mut t.stderr, &b, max_bytes);
+            }
+        }
+    }
+    let Process {
+        output,
+        input,
+        exit,
+    } = p;
+    drop(output);
+    drop(input);
+    t.exit_code = exit.code().await.map_err(RunError::Engine)?;
+    Ok(t)
+}
+
 /// A failed process as an error: the exit code and stderr's tail (container
 /// output: untrusted text, bounded). The caller redacts it.
 pub fn failed(what: &str, f: &Finished) -> ToolError {

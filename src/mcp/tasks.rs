@@ -31,13 +31,16 @@ use crate::guard::{Call, ConfirmMode, Confirmer, Progress, Reply};
 use crate::tools::def::ToolDef;
 
 /// The tools that may run as tasks (they can take minutes).
-pub const LONG_TOOLS: [&str; 8] = [
+pub const LONG_TOOLS: [&str; 11] = [
     "backup",
     "compose_down",
     "compose_up",
+    "deploy",
     "pull_model",
     "recover",
     "restore",
+    "rollback",
+    "run_task",
     "set_kv_cache",
     "verify_backup",
 ];

@@ -17,15 +17,20 @@ pub fn all() -> &'static [&'static ToolDef] {
             &crate::tools::backup::backup::TOOL,
             &crate::tools::stack::compose_down::TOOL,
             &crate::tools::stack::compose_up::TOOL,
+            &crate::tools::deploy::deploy::TOOL,
             &crate::tools::hardware::detect_hardware::TOOL,
             &crate::tools::health::health::TOOL,
+            &crate::tools::ops::init_env::TOOL,
             &crate::tools::backup::list_backups::TOOL,
             &crate::tools::models::list_models::TOOL,
+            &crate::tools::ops::logs::TOOL,
             &crate::tools::backup::prune_backups::TOOL,
             &crate::tools::models::pull_model::TOOL,
             &crate::tools::health::recover::TOOL,
             &crate::tools::models::remove_model::TOOL,
             &crate::tools::backup::restore::TOOL,
+            &crate::tools::deploy::rollback::TOOL,
+            &crate::tools::ops::run_task::TOOL,
             &crate::tools::hardware::select_profile::TOOL,
             &crate::tools::models::set_kv_cache::TOOL,
             &crate::tools::stack::stack_status::TOOL,
@@ -46,50 +51,34 @@ pub fn find(name: &str) -> Option<&'static ToolDef> {
 /// below), so serving these is serving the code's schemas without building
 /// them at startup: schemars and the compaction cost about as much as the
 /// rest of a cold start together.
-static EXPORTED: &[(&str, &str)] = &[
-    ("backup", include_str!("../../tools/backup.json")),
-    (
-        "compose_down",
-        include_str!("../../tools/compose_down.json"),
-    ),
-    ("compose_up", include_str!("../../tools/compose_up.json")),
-    (
-        "detect_hardware",
-        include_str!("../../tools/detect_hardware.json"),
-    ),
-    ("health", include_str!("../../tools/health.json")),
-    (
-        "list_backups",
-        include_str!("../../tools/list_backups.json"),
-    ),
-    ("list_models", include_str!("../../tools/list_models.json")),
-    (
-        "prune_backups",
-        include_str!("../../tools/prune_backups.json"),
-    ),
-    ("pull_model", include_str!("../../tools/pull_model.json")),
-    ("recover", include_str!("../../tools/recover.json")),
-    (
-        "remove_model",
-        include_str!("../../tools/remove_model.json"),
-    ),
-    ("restore", include_str!("../../tools/restore.json")),
-    (
-        "select_profile",
-        include_str!("../../tools/select_profile.json"),
-    ),
-    (
-        "set_kv_cache",
-        include_str!("../../tools/set_kv_cache.json"),
-    ),
-    (
-        "stack_status",
-        include_str!("../../tools/stack_status.json"),
-    ),
-    (
-        "verify_backup",
-        include_str!("../../tools/verify_backup.json"),
-    ),
+macro_rules! exported {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../tools/", $name, ".json")))),*]
+    };
+}
+
+static EXPORTED: &[(&str, &str)] = exported![
+    "backup",
+    "compose_down",
+    "compose_up",
+    "deploy",
+    "detect_hardware",
+    "health",
+    "init_env",
+    "list_backups",
+    "list_models",
+    "logs",
+    "prune_backups",
+    "pull_model",
+    "recover",
+    "remove_model",
+    "restore",
+    "rollback",
+    "run_task",
+    "select_profile",
+    "set_kv_cache",
+    "stack_status",
+    "verify_backup",
 ];
 
 /// A tool's (input, output) schemas from its embedded export; None when it

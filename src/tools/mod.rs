@@ -5,9 +5,11 @@
 pub mod backup;
 pub mod credentials;
 pub mod def;
+pub mod deploy;
 pub mod hardware;
 pub mod health;
 pub mod list;
 pub mod models;
+pub mod ops;
 pub mod schema;
 pub mod stack;

@@ -697,6 +697,7 @@ mod tests {
             profiles: vec![],
             depends_on: vec![],
             stop_during_backup: false,
+            container_name: None,
         }
     }
 

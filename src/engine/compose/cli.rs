@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +19,7 @@ use crate::domain::stack::Stack;
 use crate::domain::stack_model::{model_from_config, StackModel};
 use crate::engine::compose::children::{self, GroupChild};
 use crate::engine::compose::probe::docker_cli;
+use crate::engine::process::{Chunk, Exit, Process};
 
 /// The output of one compose invocation.
 #[derive(Debug, Clone)]
@@ -391,6 +394,70 @@ impl Compose {
             lines,
             elapsed: started.elapsed(),
         })
+    }
+}
+
+impl Compose {
+    /// Starts `docker compose <args>` as an engine-neutral [`Process`]: its
+    /// stdout and stderr as chunks, no stdin, its exit code. Dropped before
+    /// it finished, the CLI gets SIGINT (compose stops what it started, a
+    /// `run --rm` container included), then SIGKILL 10 s later.
+    pub async fn spawn(&self, profiles: &[String], args: &[String]) -> Result<Process, ToolError> {
+        resolve_cli().await?;
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = self.command(profiles, &arg_refs);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| compose_missing(&e))?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(ToolError::internal(
+                "compose's output pipes were not opened",
+            ));
+        };
+        let read_error = |e: std::io::Error| {
+            ToolError::external(format!("reading docker compose's output failed: {e}"))
+        };
+        let out = tokio_util::io::ReaderStream::new(stdout)
+            .map(move |r| r.map(Chunk::Stdout).map_err(read_error));
+        let err = tokio_util::io::ReaderStream::new(stderr)
+            .map(move |r| r.map(Chunk::Stderr).map_err(read_error));
+        Ok(Process {
+            output: Box::pin(futures::stream::select(out, err)),
+            input: Box::pin(tokio::io::sink()),
+            exit: Box::new(ChildExit { child: Some(child) }),
+        })
+    }
+}
+
+/// A compose CLI process's exit code; dropped early, it stops the CLI.
+struct ChildExit {
+    child: Option<tokio::process::Child>,
+}
+
+impl Exit for ChildExit {
+    fn code(mut self: Box<Self>) -> BoxFuture<'static, Result<i64, ToolError>> {
+        let child = self.child.take();
+        Box::pin(async move {
+            let Some(mut child) = child else {
+                return Err(ToolError::internal("compose process already reaped"));
+            };
+            let status = child.wait().await.map_err(|e| compose_missing(&e))?;
+            // Killed by a signal: the shell's convention, 128 + signal.
+            #[cfg(unix)]
+            if let Some(sig) = std::os::unix::process::ExitStatusExt::signal(&status) {
+                return Ok(128 + i64::from(sig));
+            }
+            Ok(status.code().map(i64::from).unwrap_or(-1))
+        })
+    }
+}
+
+impl Drop for ChildExit {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { interrupt(&mut child).await });
+            }
+        }
     }
 }
 

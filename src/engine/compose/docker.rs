@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use bollard::container::LogOutput;
 use bollard::models::{ContainerInspectResponse, ContainerSummary, Network, Volume};
 use bollard::query_parameters::{
     InspectContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
@@ -18,6 +19,7 @@ use crate::domain::error::ToolError;
 use crate::domain::instance::{EngineFacts, HealthRecord, Instance, InstanceDetail};
 use crate::domain::stack_model::PublishedPort;
 use crate::engine::compose::probe::{describe_docker_error, docker_endpoint_from_env};
+use crate::engine::{LogLine, LogLines, LogQuery, OutputStream};
 
 /// A missing or refused engine is reported within this long.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -522,6 +524,81 @@ pub fn watch(
     Ok(Box::pin(stream))
 }
 
+/// A container's log as timestamped lines (see `Engine::logs`). The Engine
+/// API filters by whole seconds, so `since` is rounded down and `until` up;
+/// the caller filters exactly. Each frame of the multiplexed stream is one
+/// log entry; a TTY container's output arrives as raw lines.
+pub fn log_lines(docker: &Docker, id: &str, query: &LogQuery) -> LogLines {
+    let secs = |ns: i128, up: bool| -> i32 {
+        let s = ns.div_euclid(1_000_000_000) + i128::from(up && ns.rem_euclid(1_000_000_000) != 0);
+        i32::try_from(s.max(0)).unwrap_or(i32::MAX)
+    };
+    let options = LogsOptions {
+        follow: false,
+        stdout: query.stdout,
+        stderr: query.stderr,
+        since: query.since_ns.map(|ns| secs(ns, false)).unwrap_or(0),
+        // 0 means "no bound" to the engine; a bound before 1970 is "nothing".
+        until: query.until_ns.map(|ns| secs(ns, true).max(1)).unwrap_or(0),
+        timestamps: true,
+        tail: query
+            .tail
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "all".into()),
+    };
+    let frames = docker.logs(id, Some(options));
+    Box::pin(
+        frames
+            .map(|item| match item {
+                Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                    Ok(split_entry(message, OutputStream::Stdout))
+                }
+                Ok(LogOutput::StdErr { message }) => Ok(split_entry(message, OutputStream::Stderr)),
+                Ok(LogOutput::StdIn { .. }) => Ok(Vec::new()),
+                Err(e) => Err(engine_error("reading logs failed", &e)),
+            })
+            .flat_map(|r| match r {
+                Ok(lines) => futures::stream::iter(lines.into_iter().map(Ok).collect::<Vec<_>>()),
+                Err(e) => futures::stream::iter(vec![Err(e)]),
+            }),
+    )
+}
+
+/// One log entry (`<RFC 3339 nanos> <text>\n`) as lines. An entry without a
+/// readable time (never seen from Docker) gets time 0, so it sorts first
+/// instead of being lost.
+fn split_entry(message: bytes::Bytes, stream: OutputStream) -> Vec<LogLine> {
+    let space = message.iter().position(|b| *b == b' ');
+    let (time_ns, body) = match space {
+        Some(i) => match std::str::from_utf8(&message[..i])
+            .ok()
+            .and_then(crate::domain::time::rfc3339_to_unix_ns)
+        {
+            Some(t) => (t, message.slice(i + 1..)),
+            None => (0, message),
+        },
+        None => (0, message),
+    };
+    let mut body = body;
+    while body.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        body.truncate(body.len() - 1);
+    }
+    if !body.contains(&b'\n') {
+        return vec![LogLine {
+            time_ns,
+            stream,
+            text: body,
+        }];
+    }
+    body.split(|b| *b == b'\n')
+        .map(|l| LogLine {
+            time_ns,
+            stream,
+            text: bytes::Bytes::copy_from_slice(l.strip_suffix(b"\r").unwrap_or(l)),
+        })
+        .collect()
+}
+
 /// `docker restart` (starts a stopped container too).
 pub async fn restart(
     docker: &Docker,
@@ -556,6 +633,28 @@ pub async fn start(docker: &Docker, id: &str) -> Result<(), ToolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_entries_become_lines() {
+        let e = split_entry(
+            bytes::Bytes::from_static(b"2026-11-28T08:11:32.5Z hello world\n"),
+            OutputStream::Stderr,
+        );
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].time_ns, 1_795_853_492_500_000_000);
+        assert_eq!(&e[0].text[..], b"hello world");
+        assert_eq!(e[0].stream, OutputStream::Stderr);
+        let tty = split_entry(
+            bytes::Bytes::from_static(b"2026-11-28T08:11:32Z a\r\nb\r\n"),
+            OutputStream::Stdout,
+        );
+        assert_eq!(
+            tty.iter().map(|l| &l.text[..]).collect::<Vec<_>>(),
+            [&b"a"[..], b"b"]
+        );
+        let bare = split_entry(bytes::Bytes::from_static(b"no time"), OutputStream::Stdout);
+        assert_eq!((bare[0].time_ns, &bare[0].text[..]), (0, &b"no time"[..]));
+    }
 
     #[test]
     fn never_is_no_time() {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod docker;
 pub mod exec;
 pub mod probe;
+pub mod rollout;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use crate::domain::instance::{EngineFacts, Instance, InstanceDetail, VolumeInfo}
 use crate::domain::redact::SecretBook;
 use crate::domain::stack::Stack;
 use crate::domain::stack_model::StackModel;
-use crate::engine::{Engine, EngineKind, HelperSpec, Process};
+use crate::engine::{Engine, EngineKind, HelperSpec, LogLines, LogQuery, Process};
 
 use cli::Compose;
 
@@ -105,6 +106,35 @@ impl ComposeEngine {
         )
     }
 
+    /// A one-off container of `service` running `command` (`docker compose
+    /// run --rm --no-deps -T`): the service's image, environment, volumes and
+    /// networks, the command in place of its own, no published ports, its
+    /// dependencies left as they are. Removed when it exits.
+    pub async fn run_one_off(
+        &self,
+        service: &str,
+        command: &[String],
+    ) -> Result<Process, ToolError> {
+        let mut args: Vec<String> = ["run", "--rm", "--no-deps", "-T", "--quiet-pull", service]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(command.iter().cloned());
+        self.cli()?.spawn(&[], &args).await
+    }
+
+    /// A service's environment as compose resolves it (interpolated from the
+    /// .env): what a one-off container of it gets, so its secrets can be masked.
+    pub async fn service_environment(&self, service: &str) -> Result<Vec<String>, ToolError> {
+        Ok(self
+            .cli()?
+            .service_environment(service)
+            .await?
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect())
+    }
+
     /// Every volume name on the engine.
     pub async fn volume_names(&self) -> Result<Vec<String>, ToolError> {
         docker::volume_names(self.docker().await?).await
@@ -172,6 +202,10 @@ impl Engine for ComposeEngine {
         max_bytes: usize,
     ) -> Result<Vec<u8>, ToolError> {
         docker::logs_tail(self.docker().await?, id, lines, max_bytes).await
+    }
+
+    async fn logs(&self, id: &str, query: &LogQuery) -> Result<LogLines, ToolError> {
+        Ok(docker::log_lines(self.docker().await?, id, query))
     }
 
     async fn environment(&self, id: &str) -> Result<Vec<String>, ToolError> {

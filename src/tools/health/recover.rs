@@ -475,6 +475,7 @@ mod tests {
             profiles: vec![],
             depends_on: vec![],
             stop_during_backup: false,
+            container_name: None,
         }
     }
 

@@ -191,30 +191,31 @@ fn check_input(input: &Input) -> Result<(u64, Option<BTreeSet<String>>), ToolErr
     Ok((wait, services))
 }
 
-/// What was resolved and observed before planning.
-struct Observed {
-    compose: Compose,
-    profiles: Vec<String>,
-    model: StackModel,
-    hashes: BTreeMap<String, String>,
+/// What was resolved and observed before planning (deploy observes the
+/// same way).
+pub(crate) struct Observed {
+    pub(crate) compose: Compose,
+    pub(crate) profiles: Vec<String>,
+    pub(crate) model: StackModel,
+    pub(crate) hashes: BTreeMap<String, String>,
     /// The services this call acts on (requested ones and their dependencies).
-    scope: BTreeSet<String>,
+    pub(crate) scope: BTreeSet<String>,
     /// The project's service containers.
-    project: Vec<Instance>,
+    pub(crate) project: Vec<Instance>,
     /// Every other container on the engine (for port conflicts).
-    others: Vec<Instance>,
-    images: BTreeMap<String, Option<String>>,
-    facts: EngineFacts,
+    pub(crate) others: Vec<Instance>,
+    pub(crate) images: BTreeMap<String, Option<String>>,
+    pub(crate) facts: EngineFacts,
 }
 
 /// The image compose runs for a service (a build-only service gets `<project>-<service>`).
-fn image_ref(project: &str, svc: &ServiceModel) -> String {
+pub(crate) fn image_ref(project: &str, svc: &ServiceModel) -> String {
     svc.image
         .clone()
         .unwrap_or_else(|| format!("{project}-{}", svc.name))
 }
 
-async fn observe(
+pub(crate) async fn observe(
     call: &Call,
     profile: Option<&str>,
     requested: Option<&BTreeSet<String>>,
@@ -352,7 +353,7 @@ fn with_dependencies(model: &StackModel, requested: &BTreeSet<String>) -> BTreeS
 
 /// What the plan does to one service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+pub(crate) enum Action {
     Create,
     Recreate,
     Start,
@@ -379,7 +380,7 @@ fn holds_data(svc: &ServiceModel) -> bool {
     svc.role.holds_data() || !svc.named_volumes.is_empty()
 }
 
-fn service_step(
+pub(crate) fn service_step(
     svc: &ServiceModel,
     desired_hash: Option<&String>,
     desired_image: Option<&String>,
@@ -1311,6 +1312,7 @@ mod tests {
             profiles: vec![],
             depends_on: deps.iter().map(|s| s.to_string()).collect(),
             stop_during_backup: false,
+            container_name: None,
         }
     }
 
@@ -1386,6 +1388,7 @@ mod tests {
                 backup_helper_image: None,
             },
             secret_values: Vec::new(),
+            tasks: BTreeMap::new(),
         };
         for s in [
             svc("api", Role::Api, &[], &["pg", "ghost"]),
