@@ -158,18 +158,23 @@ fn gib(bytes: u64) -> String {
 }
 
 /// Fit of `facts` here, as select_profile would decide it with its defaults.
+/// `ollama_version`: the Ollama the model goes into (whether its CPU backend
+/// can quantize the KV cache depends on it).
 async fn fit_of(
     call: &Call,
     facts: ModelFacts,
     source: FactsSource,
+    ollama_version: &str,
 ) -> Result<FitCheck, ToolError> {
     let report = crate::tools::hardware::detect_hardware::detect(call, false).await?;
+    let mut hardware = HardwareFacts::from(&report);
+    hardware.ollama_version = Some(ollama_version.to_string());
     let decision = memory_model::choose(&ProfileRequest {
         model: facts.clone(),
         context_length: FIT_CONTEXT,
         kv_cache_types: KvCacheType::ALL.to_vec(),
         num_parallel: 1,
-        hardware: HardwareFacts::from(&report),
+        hardware,
     });
     Ok(FitCheck {
         source,
@@ -204,9 +209,10 @@ async fn local_fit(
     ollama: &Ollama,
     listed: &ollama::TagModel,
 ) -> Result<Option<FitCheck>, ToolError> {
-    let info = ollama.show(&listed.name).await?;
-    match ollama::facts_from_model_info(&listed.name, listed.size, &info.model_info) {
-        Some(facts) => Ok(Some(fit_of(call, facts, FactsSource::ApiShow).await?)),
+    match ollama.model_facts(&listed.name, listed.size).await? {
+        Some(facts) => Ok(Some(
+            fit_of(call, facts, FactsSource::ApiShow, &ollama.version).await?,
+        )),
         None => Ok(None),
     }
 }
@@ -224,7 +230,10 @@ async fn preflight(
         }
     }
     match model_catalogue::lookup(name.as_str()) {
-        Some(facts) => Ok((fit_of(call, facts, FactsSource::Catalogue).await?, local)),
+        Some(facts) => Ok((
+            fit_of(call, facts, FactsSource::Catalogue, &ollama.version).await?,
+            local,
+        )),
         None => Ok((
             unknown_fit(
                 name,
