@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod net_probe;
 pub mod ollama;
 pub mod ollama_probe;
+pub mod pull_parts;
 pub mod stack_dir;
 pub mod store;

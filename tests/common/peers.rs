@@ -280,6 +280,8 @@ impl Drop for HostOllama {
 pub struct Throttle {
     pub port: u16,
     pub delivered: Arc<AtomicU64>,
+    /// Bytes a second sent back; changed with `set_rate`, read per chunk.
+    rate: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -292,10 +294,13 @@ impl Throttle {
         let port = listener.local_addr().expect("addr").port();
         let delivered = Arc::new(AtomicU64::new(0));
         let counter = delivered.clone();
+        let rate = Arc::new(AtomicU64::new(bytes_per_sec.max(1)));
+        let rate_in = rate.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let upstream = upstream.clone();
                 let counter = counter.clone();
+                let rate = rate_in.clone();
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
                         return;
@@ -308,7 +313,6 @@ impl Throttle {
                     });
                     // Downstream in 16 KiB steps, each followed by the time it is worth.
                     let chunk = 16 * 1024usize;
-                    let pause = Duration::from_secs_f64(chunk as f64 / bytes_per_sec as f64);
                     let mut buf = vec![0u8; chunk];
                     loop {
                         let n = match sr.read(&mut buf).await {
@@ -319,7 +323,8 @@ impl Throttle {
                             break;
                         }
                         counter.fetch_add(n as u64, Ordering::Relaxed);
-                        tokio::time::sleep(pause.mul_f64(n as f64 / chunk as f64)).await;
+                        let bps = rate.load(Ordering::Relaxed).max(1) as f64;
+                        tokio::time::sleep(Duration::from_secs_f64(n as f64 / bps)).await;
                     }
                     let _ = cw.shutdown().await;
                     up.abort();
@@ -329,8 +334,17 @@ impl Throttle {
         Self {
             port,
             delivered,
+            rate,
             task,
         }
+    }
+
+    pub fn set_rate(&self, bytes_per_sec: u64) {
+        self.rate.store(bytes_per_sec.max(1), Ordering::Relaxed);
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 }
 
