@@ -93,7 +93,7 @@ async fn pull_list_generate_and_remove_against_the_real_ollama() {
     assert_eq!(out["layers"], 4, "{out:#}");
     let total = out["bytes_total"].as_u64().expect("total");
     assert!(total > MODEL_BLOB_BYTES && total < MODEL_BLOB_BYTES + 4096, "{total}");
-    assert_eq!(out["bytes_resumed"], 0);
+    assert_eq!(out["bytes_resumed"], 0, "{out:#}");
     assert_eq!(out["bytes_transferred"], total);
     // Not in the catalogue before, its own GGUF facts after.
     assert_eq!(out["preflight"]["source"], "unknown");
@@ -177,7 +177,15 @@ async fn pull_list_generate_and_remove_against_the_real_ollama() {
     assert_eq!(m["gpu_share"], 0.0);
     assert!(m["expires_at"].as_str().is_some_and(|e| e.len() >= 20), "{m:#}");
 
-    // remove_model with the model loaded: a plan first, then unloaded and gone.
+    // remove_model with the model loaded. A person who declines: nothing changes.
+    let decliner = client_for(&stack, &ollama, Person::Decline).await;
+    let r = common::call(&decliner, "remove_model", json!({"model": model})).await;
+    assert!(!is_error(&r), "{r:?}");
+    assert_eq!(structured(&r)["declined"], true, "{r:?}");
+    assert_eq!(ollama.names("/api/tags").await, [model.clone()]);
+    assert_eq!(ollama.names("/api/ps").await, [model.clone()]);
+    decliner.cancel().await.expect("close");
+    // No way to ask: a plan and a token first, then unloaded and gone.
     let plan = structured(&common::call(&client, "remove_model", json!({"model": model})).await);
     assert_eq!(plan["confirmation_required"], true, "{plan:#}");
     let step = &plan["plan"]["steps"][0];
@@ -199,6 +207,15 @@ async fn pull_list_generate_and_remove_against_the_real_ollama() {
     assert_eq!(out["freed_bytes"], listed["size"]);
     assert!(ollama.names("/api/ps").await.is_empty(), "unloaded");
     assert!(ollama.names("/api/tags").await.is_empty(), "deleted");
+    let audit = stack.audit_lines();
+    let line = audit.last().expect("audit");
+    assert_eq!(line["tool"], "remove_model");
+    assert_eq!(line["confirmation"], "token");
+    assert_eq!(line["plan_digest"], plan["plan"]["digest"]);
+    // Again: nothing there, nothing to confirm.
+    let again = structured(&common::call(&client, "remove_model", json!({"model": model})).await);
+    assert_eq!(again["removed"], false);
+    assert_eq!(again["confirmed_by"], "not_needed");
     client.cancel().await.expect("close");
 }
 
@@ -357,6 +374,15 @@ async fn pull_errors_carry_ollamas_own_words() {
         .iter()
         .filter(|l| l["tool"] == "pull_model")
         .all(|l| l["outcome"].as_str().is_some_and(|o| o.starts_with("error: "))));
+
+    // Removing a model Ollama does not have (its DELETE answers 404): nothing to do.
+    let r = common::call(&client, "remove_model", json!({"model": missing})).await;
+    assert!(!is_error(&r), "{r:?}");
+    let out = structured(&r);
+    assert_eq!(out["removed"], false);
+    assert_eq!(out["present_before"], false);
+    assert_eq!(out["confirmed_by"], "not_needed");
+    assert_eq!(out["plan"]["steps"], json!([]));
 
     // Nothing was pulled, and the server keeps serving.
     assert!(ollama.names("/api/tags").await.is_empty());
