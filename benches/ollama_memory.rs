@@ -151,7 +151,7 @@ async fn main() {
                 mib(predicted_real),
                 error_pct(predicted_real as f64, real as f64),
                 mib(predicted_asked),
-                if allocated_type == kv && cells == ctx {
+                if allocated_type == kv && cells == ctx.min(f.max_context) {
                     error_pct(predicted_asked as f64, real as f64)
                 } else {
                     "not allocated here".into()
@@ -165,7 +165,7 @@ async fn main() {
         drop(ollama);
     }
     println!("\nKV cache: select_profile's memory model vs llama.cpp's allocation (real Ollama {}, CPU)\n", peers.version);
-    println!("| OLLAMA_KV_CACHE_TYPE | num_ctx | /api/ps context | cells allocated | llama.cpp `KV self size` | model, for the type and cells allocated | error | model, for the type and context asked | error |");
+    println!("| OLLAMA_KV_CACHE_TYPE | num_ctx | /api/ps context | cells allocated | llama.cpp `KV self size` | model, for the type and cells allocated | error | model, for the type and context asked (capped at the trained 8192 as Ollama does) | error |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!("{r}");

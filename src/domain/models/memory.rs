@@ -449,13 +449,21 @@ pub fn layer_kv_heads(model: &ModelFacts, layer: u32) -> u32 {
 
 /// KV cache bytes for `num_parallel` slots of `context` tokens: Σ over layers
 /// of 2 (K and V) × kv_heads × head_dim × cells × bytes per element, rounded
-/// up to a whole byte (saturating at `u64::MAX`).
+/// up to a whole byte (saturating at `u64::MAX`). A context above the model's
+/// trained maximum counts as that maximum: Ollama caps each slot there
+/// (llm/server.go: "requested context size too large for model"), while
+/// `/api/ps` still reports the context asked for (observed on 0.11.4).
 pub fn kv_cache_bytes_total(
     model: &ModelFacts,
     context: u32,
     kv: KvCacheType,
     num_parallel: u32,
 ) -> u64 {
+    let context = if model.max_context > 0 {
+        context.min(model.max_context)
+    } else {
+        context
+    };
     let per_cell_head = 2u128 * u128::from(model.head_dim);
     let elements: u128 = if model.kv_heads_per_layer.is_empty() && model.sliding_window == 0 {
         per_cell_head
@@ -1201,7 +1209,8 @@ mod tests {
             layers: 1,
             kv_heads: 1,
             head_dim: 1,
-            max_context: 1,
+            // No known maximum: nothing capped.
+            max_context: 0,
             ..ModelFacts::default()
         };
         assert_eq!(kv_cache_bytes(&tiny, 1, KvCacheType::F16), 1024);
@@ -1231,6 +1240,12 @@ mod tests {
         assert_eq!(
             kv_cache_bytes_total(&m, 4096, KvCacheType::F16, 2),
             180 * MIB
+        );
+        // 32768 asked, 8192 trained: Ollama allocates 8192 (180.00 MiB, observed).
+        assert_eq!(kv_cache_bytes(&m, 32_768, KvCacheType::F16), 180 * MIB);
+        assert_eq!(
+            kv_cache_bytes_total(&m, 32_768, KvCacheType::F16, 2),
+            360 * MIB
         );
         // ggml's q8_0 is 34 bytes per 32 elements, q4_0 18 per 32.
         assert_eq!(

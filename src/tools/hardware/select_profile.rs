@@ -124,7 +124,10 @@ pub static TOOL: ToolDef = ToolDef {
     title: "Select deployment profile",
     description: "Choose the deployment profile (standard, analysis, cpu, apple-metal, cpu-small-server), \
         context length and Ollama KV cache type that fit a model on this machine (or on `hardware`), \
-        with the memory table and every rule that fired. Deterministic. With write_env it writes \
+        with the memory table and every rule that fired. The model: a name (Ollama's own GGUF \
+        metadata when it has the model, else the built-in catalogue of current families), a GGUF \
+        file's header, or explicit facts; sliding-window layers, mixtures of experts and per-layer \
+        KV heads are counted. Deterministic. With write_env it writes \
         OLLAMA_* / STACKPILOT_PROFILE / COMPOSE_PROFILES into the stack's .env; overwriting a \
         different value asks for confirmation.",
     hints: Hints {

@@ -61,7 +61,8 @@ pub struct Output {
 pub static TOOL: ToolDef = ToolDef {
     name: "remove_model",
     title: "Remove an Ollama model",
-    description: "Delete a model from Ollama (unloading it first if it is loaded). Destructive: the \
+    description: "Delete a model from Ollama (unloading it first if it is loaded, and waiting until \
+        /api/ps no longer lists it: Ollama's delete alone leaves it in memory). Destructive: the \
         model must be pulled again to be used, so the plan (model, digest, size, loaded or not) needs \
         a person's confirmation. Removing a model that is not there changes nothing.",
     hints: Hints {

@@ -222,12 +222,15 @@ pub static TOOL: ToolDef = ToolDef {
     description: "Set Ollama's KV cache type (f16, q8_0, q4_0), context length and parallel slots \
         where that Ollama is configured, then verify. The plan shows the current and the new \
         settings and their memory effect for the loaded (or given) model; a quantized type also \
-        turns on flash attention and is refused where the hardware has none. Compose: writes the \
+        turns on flash attention and is refused where that Ollama has none on this hardware \
+        (NVIDIA below compute capability 7.0; CPU with Ollama before 0.11.5, which allocates f16 \
+        whatever it is told). Compose: writes the \
         keys into the stack's .env and recreates only the ollama service (through compose_up); \
         systemd: a drop-in /etc/systemd/system/ollama.service.d/stackpilot.conf, daemon-reload, \
         restart; launchd: launchctl setenv and the restart instruction. Verifies the environment, \
-        Ollama's startup line, a warm-up load and /api/ps. Destructive: restarting Ollama unloads \
-        its models; always confirmed.",
+        Ollama's startup line, a warm-up load, /api/ps and the KV cache type llama.cpp really \
+        allocated (its log line). Destructive: restarting Ollama unloads its models; always \
+        confirmed.",
     hints: Hints {
         read_only: false,
         destructive: true,
@@ -1131,6 +1134,8 @@ async fn verify(
 /// `server config` line, and still allocate f16 (no flash attention on that
 /// backend), which only this line shows.
 fn kv_cache_check(log: &str, new: &Settings, expected_kv_bytes: Option<u64>) -> Verification {
+    let wanted_cells = u64::from(new.context_length.unwrap_or(OLLAMA_DEFAULT_CONTEXT))
+        * u64::from(new.num_parallel.unwrap_or(1).max(1));
     let wanted = new.kv_cache_type.as_deref().unwrap_or("f16");
     let ignored = kv_log::ignored_type_warnings(log);
     let Some(a) = kv_log::last_allocation(log) else {
@@ -1160,8 +1165,14 @@ fn kv_cache_check(log: &str, new: &Settings, expected_kv_bytes: Option<u64>) -> 
             )
         })
         .unwrap_or_default();
+    let capped = match a.cells {
+        Some(c) if c < wanted_cells => format!(
+            "; {c} cells for context x slots = {wanted_cells}: Ollama caps each slot at the model's trained context (/api/ps still reports the context asked for)"
+        ),
+        _ => String::new(),
+    };
     let allocated = format!(
-        "llama.cpp allocated {:.2} MiB (K {} {:.2} MiB, V {} {:.2} MiB{cells}){predicted}",
+        "llama.cpp allocated {:.2} MiB (K {} {:.2} MiB, V {} {:.2} MiB{cells}){predicted}{capped}",
         a.total_mib, a.type_k, a.k_mib, a.type_v, a.v_mib
     );
     if a.type_k == wanted && a.type_v == wanted {
@@ -1334,6 +1345,16 @@ llama_kv_cache_unified: KV self size  =  180.00 MiB, K (f16):   90.00 MiB, V (f1
         assert_eq!(c.status, "ok", "{}", c.detail);
         assert!(c.detail.contains("8192 cells"), "{}", c.detail);
         assert!(c.detail.contains("predicted 180.00 MiB"), "{}", c.detail);
+        assert!(!c.detail.contains("caps"), "{}", c.detail);
+        // 32768 asked of a model trained for 8192: still 8192 cells.
+        let long = Settings {
+            kv_cache_type: Some("f16".into()),
+            context_length: Some(32_768),
+            ..Default::default()
+        };
+        let c = kv_cache_check(LOAD_Q8_0_ON_CPU, &long, Some(180 << 20));
+        assert_eq!(c.status, "ok", "{}", c.detail);
+        assert!(c.detail.contains("caps each slot at the model's trained context"), "{}", c.detail);
         // Ollama's own engine prints no allocation line: not checked.
         assert_eq!(kv_cache_check("runner started", &q8, None).status, "skipped");
         // A warning without an allocation line still fails.
