@@ -88,7 +88,10 @@ async fn empty_store(ollama: &peers::HostOllama, model: &str) {
         if left == 0 && ollama.names("/api/tags").await.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "{left} blobs left after the delete");
+        assert!(
+            Instant::now() < deadline,
+            "{left} blobs left after the delete"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

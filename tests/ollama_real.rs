@@ -78,7 +78,12 @@ async fn pull_list_generate_and_remove_against_the_real_ollama() {
     let tools = client.list_all_tools().await.expect("tools");
 
     // pull_model: the real NDJSON stream becomes progress notifications.
-    let r = common::call(&client, "pull_model", json!({"model": model, "insecure": true})).await;
+    let r = common::call(
+        &client,
+        "pull_model",
+        json!({"model": model, "insecure": true}),
+    )
+    .await;
     assert!(!is_error(&r), "{r:?}");
     let out = structured(&r);
     validate_output(&tools, "pull_model", &out);
@@ -87,12 +92,18 @@ async fn pull_list_generate_and_remove_against_the_real_ollama() {
     let tags = ollama.get("/api/tags").await;
     let listed = &tags["models"][0];
     assert_eq!(listed["name"], model.as_str());
-    assert_eq!(out["digest"], listed["digest"], "digest as /api/tags lists it");
+    assert_eq!(
+        out["digest"], listed["digest"],
+        "digest as /api/tags lists it"
+    );
     assert_eq!(out["size_bytes"], listed["size"]);
     // Four blobs: the GGUF, the template, the params and the config.
     assert_eq!(out["layers"], 4, "{out:#}");
     let total = out["bytes_total"].as_u64().expect("total");
-    assert!(total > MODEL_BLOB_BYTES && total < MODEL_BLOB_BYTES + 4096, "{total}");
+    assert!(
+        total > MODEL_BLOB_BYTES && total < MODEL_BLOB_BYTES + 4096,
+        "{total}"
+    );
     assert_eq!(out["bytes_resumed"], 0, "{out:#}");
     assert_eq!(out["bytes_transferred"], total);
     // Not in the catalogue before, its own GGUF facts after.
@@ -129,18 +140,29 @@ async fn pull_list_generate_and_remove_against_the_real_ollama() {
         first("writing manifest"),
         first("success"),
     ];
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?} in {msgs:#?}");
-    assert!(msgs.iter().any(|m| m.contains('%')), "byte progress: {msgs:#?}");
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "{order:?} in {msgs:#?}"
+    );
+    assert!(
+        msgs.iter().any(|m| m.contains('%')),
+        "byte progress: {msgs:#?}"
+    );
     {
         let seen = seen.lock().expect("lock");
-        let values: Vec<(f64, Option<String>)> =
-            seen.iter().map(|p| (p.progress, p.message.clone())).collect();
+        let values: Vec<(f64, Option<String>)> = seen
+            .iter()
+            .map(|p| (p.progress, p.message.clone()))
+            .collect();
         assert!(
             seen.windows(2).all(|w| w[1].progress > w[0].progress),
             "strictly increasing: {values:#?}"
         );
         for w in seen.windows(11) {
-            assert!(w[10].at - w[0].at >= Duration::from_millis(950), "11 in under a second");
+            assert!(
+                w[10].at - w[0].at >= Duration::from_millis(950),
+                "11 in under a second"
+            );
         }
     }
 
@@ -157,25 +179,41 @@ async fn pull_list_generate_and_remove_against_the_real_ollama() {
     assert_eq!(m["format"], "gguf");
     assert_eq!(m["quantization"], "Q4_1");
     assert_eq!(m["parameter_size"], "134.52M");
-    assert_eq!(m["max_context_length"], 8192, "llama.context_length from /api/show");
+    assert_eq!(
+        m["max_context_length"], 8192,
+        "llama.context_length from /api/show"
+    );
     assert_eq!(m["loaded"], false);
 
     // A real generate on the CPU: a few tokens.
     let g = ollama
-        .generate(json!({"model": model, "prompt": "Say hello.", "stream": false,
-            "options": {"num_predict": 4}}))
+        .generate(
+            json!({"model": model, "prompt": "Say hello.", "stream": false,
+            "options": {"num_predict": 4}}),
+        )
         .await;
     assert_eq!(g["done"], true, "{g}");
     assert!(g["eval_count"].as_u64().is_some_and(|n| n >= 1), "{g}");
     let r = common::call(&client, "list_models", json!({})).await;
     let m = &structured(&r)["models"][0];
     assert_eq!(m["loaded"], true, "{m:#}");
-    assert_eq!(m["context_length"], 4096, "Ollama's default context (/api/ps)");
-    assert!(m["memory_bytes"].as_u64().is_some_and(|b| b > MODEL_BLOB_BYTES), "{m:#}");
+    assert_eq!(
+        m["context_length"], 4096,
+        "Ollama's default context (/api/ps)"
+    );
+    assert!(
+        m["memory_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > MODEL_BLOB_BYTES),
+        "{m:#}"
+    );
     assert_eq!(m["vram_bytes"], 0);
     assert_eq!(m["processor"], "100% CPU");
     assert_eq!(m["gpu_share"], 0.0);
-    assert!(m["expires_at"].as_str().is_some_and(|e| e.len() >= 20), "{m:#}");
+    assert!(
+        m["expires_at"].as_str().is_some_and(|e| e.len() >= 20),
+        "{m:#}"
+    );
 
     // remove_model with the model loaded. A person who declines: nothing changes.
     let decliner = client_for(&stack, &ollama, Person::Decline).await;
@@ -191,7 +229,11 @@ async fn pull_list_generate_and_remove_against_the_real_ollama() {
     let step = &plan["plan"]["steps"][0];
     assert_eq!(step["cost"]["models_unloaded"], true);
     assert_eq!(step["before"]["loaded"], true);
-    assert_eq!(ollama.names("/api/ps").await, [model.clone()], "nothing unloaded yet");
+    assert_eq!(
+        ollama.names("/api/ps").await,
+        [model.clone()],
+        "nothing unloaded yet"
+    );
     let r = common::call(
         &client,
         "remove_model",
@@ -247,14 +289,20 @@ async fn ollamas_own_delete_does_not_unload() {
     assert_eq!(del.status(), 200);
     assert!(ollama.names("/api/tags").await.is_empty());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(ollama.names("/api/ps").await, [model], "still loaded after DELETE");
+    assert_eq!(
+        ollama.names("/api/ps").await,
+        [model],
+        "still loaded after DELETE"
+    );
 }
 
 #[tokio::test]
 async fn a_cancelled_pull_resumes_from_the_bytes_ollama_kept() {
     let Some(peers) = peers() else { return };
     let Some(blobs) = peers.blobs.clone() else {
-        common::peers::unavailable::<()>("STACKPILOT_TEST_REGISTRY_BLOBS is not in peers-ollama.env");
+        common::peers::unavailable::<()>(
+            "STACKPILOT_TEST_REGISTRY_BLOBS is not in peers-ollama.env",
+        );
         return;
     };
     // The registry redirects blob downloads to this throttle in front of its
@@ -281,14 +329,24 @@ async fn a_cancelled_pull_resumes_from_the_bytes_ollama_kept() {
     let peer = client.peer().clone();
     let args = json!({"model": model, "insecure": true});
     let running = tokio::spawn(async move {
-        let Value::Object(args) = args else { unreachable!() };
+        let Value::Object(args) = args else {
+            unreachable!()
+        };
         peer.call_tool_once(CallToolRequestParams::new("pull_model").with_arguments(args))
             .await
     });
     // Midway: 20 MB of the model layer have come through.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !seen.lock().expect("lock").iter().any(|p| p.progress >= 20_000_000.0) {
-        assert!(Instant::now() < deadline, "no 20 MB of progress within 60 s");
+    while !seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|p| p.progress >= 20_000_000.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no 20 MB of progress within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Dropping the request sends notifications/cancelled.
@@ -309,16 +367,28 @@ async fn a_cancelled_pull_resumes_from_the_bytes_ollama_kept() {
         if let Some(c) = completed.filter(|c| *c > 0) {
             break c;
         }
-        assert!(Instant::now() < deadline, "no part file at {}", part.display());
+        assert!(
+            Instant::now() < deadline,
+            "no part file at {}",
+            part.display()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(kept < MODEL_BLOB_BYTES, "kept {kept}");
-    assert!(ollama.names("/api/tags").await.is_empty(), "not complete, not listed");
+    assert!(
+        ollama.names("/api/tags").await.is_empty(),
+        "not complete, not listed"
+    );
 
     // Pulled again (faster now): it resumes, and the throttle sees only the rest.
     throttle.set_rate(200_000_000);
     let before = throttle.delivered();
-    let r = common::call(&client, "pull_model", json!({"model": model, "insecure": true})).await;
+    let r = common::call(
+        &client,
+        "pull_model",
+        json!({"model": model, "insecure": true}),
+    )
+    .await;
     assert!(!is_error(&r), "{r:?}");
     let out = structured(&r);
     assert_eq!(out["status"], "success", "{out:#}");
@@ -331,7 +401,10 @@ async fn a_cancelled_pull_resumes_from_the_bytes_ollama_kept() {
     );
     let total = out["bytes_total"].as_u64().expect("total");
     assert_eq!(out["bytes_transferred"].as_u64(), Some(total - resumed));
-    assert!(out["message"].as_str().expect("message").contains("resumed"));
+    assert!(out["message"]
+        .as_str()
+        .expect("message")
+        .contains("resumed"));
     let second = throttle.delivered() - before;
     assert!(
         second < MODEL_BLOB_BYTES - kept / 2,
@@ -351,29 +424,56 @@ async fn pull_errors_carry_ollamas_own_words() {
 
     // A model the registry does not have.
     let missing = format!("{}/library/nope:1", peers.registry);
-    let r = common::call(&client, "pull_model", json!({"model": missing, "insecure": true})).await;
+    let r = common::call(
+        &client,
+        "pull_model",
+        json!({"model": missing, "insecure": true}),
+    )
+    .await;
     let err = error_of(&r);
     assert_eq!(err["kind"], "external");
     let msg = err["message"].as_str().expect("message");
-    assert!(msg.contains("pull model manifest: file does not exist"), "{msg}");
+    assert!(
+        msg.contains("pull model manifest: file does not exist"),
+        "{msg}"
+    );
     assert!(msg.contains(&ollama.url), "{msg}");
 
     // A registry that is down: nothing listens on that port.
-    let down = format!("127.0.0.1:{}/library/smollm2:135m", common::peers::free_port());
-    let r = common::call(&client, "pull_model", json!({"model": down, "insecure": true})).await;
-    let msg = error_of(&r)["message"].as_str().expect("message").to_string();
+    let down = format!(
+        "127.0.0.1:{}/library/smollm2:135m",
+        common::peers::free_port()
+    );
+    let r = common::call(
+        &client,
+        "pull_model",
+        json!({"model": down, "insecure": true}),
+    )
+    .await;
+    let msg = error_of(&r)["message"]
+        .as_str()
+        .expect("message")
+        .to_string();
     assert!(msg.contains("pull model manifest"), "{msg}");
     assert!(msg.contains("connect: connection refused"), "{msg}");
 
     // Plain HTTP without `insecure`.
     let r = common::call(&client, "pull_model", json!({"model": peers.host_model()})).await;
-    let msg = error_of(&r)["message"].as_str().expect("message").to_string();
-    assert!(msg.contains("server gave HTTP response to HTTPS client"), "{msg}");
+    let msg = error_of(&r)["message"]
+        .as_str()
+        .expect("message")
+        .to_string();
+    assert!(
+        msg.contains("server gave HTTP response to HTTPS client"),
+        "{msg}"
+    );
     let audit = stack.audit_lines();
     assert!(audit
         .iter()
         .filter(|l| l["tool"] == "pull_model")
-        .all(|l| l["outcome"].as_str().is_some_and(|o| o.starts_with("error: "))));
+        .all(|l| l["outcome"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("error: "))));
 
     // Removing a model Ollama does not have (its DELETE answers 404): nothing to do.
     let r = common::call(&client, "remove_model", json!({"model": missing})).await;
@@ -400,7 +500,10 @@ async fn a_quantized_cache_on_cpu_is_logged_as_f16_by_the_real_server() {
     let Some(peers) = peers() else { return };
     let ollama = HostOllama::start(
         &peers,
-        &[("OLLAMA_FLASH_ATTENTION", "1"), ("OLLAMA_KV_CACHE_TYPE", "q8_0")],
+        &[
+            ("OLLAMA_FLASH_ATTENTION", "1"),
+            ("OLLAMA_KV_CACHE_TYPE", "q8_0"),
+        ],
     )
     .await;
     let model = peers.host_model();
@@ -417,9 +520,16 @@ async fn a_quantized_cache_on_cpu_is_logged_as_f16_by_the_real_server() {
             "options": {"num_ctx": 2048}}))
         .await;
     let log = ollama.log_text();
-    assert!(log.contains("OLLAMA_KV_CACHE_TYPE:q8_0"), "the server config line has it");
+    assert!(
+        log.contains("OLLAMA_KV_CACHE_TYPE:q8_0"),
+        "the server config line has it"
+    );
     let a = kv_log::last_allocation(kv_log::since_last_start(&log)).expect("a KV line");
-    assert_eq!((a.type_k.as_str(), a.type_v.as_str()), ("f16", "f16"), "{a:?}");
+    assert_eq!(
+        (a.type_k.as_str(), a.type_v.as_str()),
+        ("f16", "f16"),
+        "{a:?}"
+    );
     assert_eq!(a.cells, Some(2048));
     assert_eq!(a.total_mib, 45.0);
     let warnings = kv_log::ignored_type_warnings(&log);

@@ -33,7 +33,9 @@ async fn bundled_with_real_ollama(
     let peers = ollama_peers()?;
     let (Some(image), Some(registry_image)) = (peers.image.clone(), peers.registry_image.clone())
     else {
-        return common::peers::unavailable("no Ollama or registry image (no Docker engine when scripts/peers/ollama.sh ran)");
+        return common::peers::unavailable(
+            "no Ollama or registry image (no Docker engine when scripts/peers/ollama.sh ran)",
+        );
     };
     let stack = DockerStack::new("ollama-real", host);
     std::fs::copy(
@@ -43,8 +45,19 @@ async fn bundled_with_real_ollama(
     .expect("copy the bundled compose file");
     stack.set_env("OLLAMA_IMAGE", &image);
     stack.set_env("STACKPILOT_TEST_REGISTRY_IMAGE", &registry_image);
-    stack.set_env("STACKPILOT_TEST_REGISTRY_DATA", &peers.data.display().to_string());
-    let up = stack.compose(&["up", "-d", "--wait", "--wait-timeout", "120", SERVICE, "registry"]);
+    stack.set_env(
+        "STACKPILOT_TEST_REGISTRY_DATA",
+        &peers.data.display().to_string(),
+    );
+    let up = stack.compose(&[
+        "up",
+        "-d",
+        "--wait",
+        "--wait-timeout",
+        "120",
+        SERVICE,
+        "registry",
+    ]);
     assert!(
         up.status.success(),
         "{}",
@@ -73,8 +86,10 @@ async fn bundled_with_real_ollama(
 async fn generate(url: &str) -> Value {
     let r = reqwest::Client::new()
         .post(format!("{url}/api/generate"))
-        .json(&json!({"model": MODEL, "prompt": "Say hello.", "stream": false,
-            "options": {"num_predict": 4}}))
+        .json(
+            &json!({"model": MODEL, "prompt": "Say hello.", "stream": false,
+            "options": {"num_predict": 4}}),
+        )
         .timeout(Duration::from_secs(300))
         .send()
         .await
@@ -157,7 +172,12 @@ async fn pull_health_and_kv_cache_on_the_bundled_stack_with_the_real_ollama() {
 
     // pull_model into the stack's Ollama (found through the engine), from the
     // registry service of the same stack.
-    let r = call(&client, "pull_model", json!({"model": MODEL, "insecure": true})).await;
+    let r = call(
+        &client,
+        "pull_model",
+        json!({"model": MODEL, "insecure": true}),
+    )
+    .await;
     assert!(!is_error(&r), "{r:?}");
     let pulled = structured(&r);
     validate_output(&tools, "pull_model", &pulled);
@@ -183,8 +203,13 @@ async fn pull_health_and_kv_cache_on_the_bundled_stack_with_the_real_ollama() {
     assert_eq!(o["models"][0]["name"], MODEL, "{svc:#}");
     assert_eq!(o["models"][0]["context_length"], 4096, "{svc:#}");
     assert_eq!(o["models"][0]["gpu_share"], 0.0);
-    assert!(o["models"][0]["size_bytes"].as_u64().is_some_and(|b| b > 98_000_000));
-    assert_eq!(svc["verdict"], "healthy", "a CPU service on the CPU: {svc:#}");
+    assert!(o["models"][0]["size_bytes"]
+        .as_u64()
+        .is_some_and(|b| b > 98_000_000));
+    assert_eq!(
+        svc["verdict"], "healthy",
+        "a CPU service on the CPU: {svc:#}"
+    );
 
     // set_kv_cache: a longer context. Plan first: current and new settings,
     // the memory effect from the real /api/show, a guarded recreate.
@@ -196,15 +221,26 @@ async fn pull_health_and_kv_cache_on_the_bundled_stack_with_the_real_ollama() {
     assert_eq!(first["confirmation_required"], true, "{first:#}");
     let c = step(&first, "OLLAMA_CONTEXT_LENGTH");
     assert_eq!(
-        (c["action"].as_str(), c["before"].as_str(), c["after"].as_str()),
+        (
+            c["action"].as_str(),
+            c["before"].as_str(),
+            c["after"].as_str()
+        ),
         (Some("overwrite"), Some("4096"), Some("8192"))
     );
     assert_eq!(step(&first, "OLLAMA_KV_CACHE_TYPE")["action"], "unchanged");
     let recreate = step(&first, &format!("service {SERVICE}"));
     assert_eq!(recreate["action"], "recreate");
     assert_eq!(recreate["cost"]["models_unloaded"], true);
-    assert_eq!(container_id(&stack), before_id, "nothing recreated before the confirmation");
-    assert_eq!(std::fs::read_to_string(stack.path().join(".env")).expect(".env"), before_env);
+    assert_eq!(
+        container_id(&stack),
+        before_id,
+        "nothing recreated before the confirmation"
+    );
+    assert_eq!(
+        std::fs::read_to_string(stack.path().join(".env")).expect(".env"),
+        before_env
+    );
 
     let dry = structured(
         &call(&client, "set_kv_cache", {
@@ -222,7 +258,9 @@ async fn pull_health_and_kv_cache_on_the_bundled_stack_with_the_real_ollama() {
     assert_eq!(effect["before"]["kv_cache_bytes"], 90u64 << 20);
     assert_eq!(effect["after"]["kv_cache_bytes"], 180u64 << 20);
     assert!(
-        dry["model"].as_str().is_some_and(|m| m.contains("/api/show")),
+        dry["model"]
+            .as_str()
+            .is_some_and(|m| m.contains("/api/show")),
         "{dry:#}"
     );
 
@@ -237,24 +275,53 @@ async fn pull_health_and_kv_cache_on_the_bundled_stack_with_the_real_ollama() {
     assert_eq!(out["applied"], true);
     assert_eq!(out["verified"], true, "{out:#}");
     let checks = checks(&out);
-    for c in ["environment", "startup_log", "reachable", "warm_up", "api_ps", "kv_cache"] {
-        assert_eq!(checks.get(c).map(|v| v.0.as_str()), Some("ok"), "{c}: {out:#}");
+    for c in [
+        "environment",
+        "startup_log",
+        "reachable",
+        "warm_up",
+        "api_ps",
+        "kv_cache",
+    ] {
+        assert_eq!(
+            checks.get(c).map(|v| v.0.as_str()),
+            Some("ok"),
+            "{c}: {out:#}"
+        );
     }
     let kv = &checks["kv_cache"].1;
-    assert!(kv.contains("180.00 MiB") && kv.contains("K f16 90.00 MiB"), "{kv}");
-    assert!(kv.contains("8192 cells") && kv.contains("predicted 180.00 MiB"), "{kv}");
+    assert!(
+        kv.contains("180.00 MiB") && kv.contains("K f16 90.00 MiB"),
+        "{kv}"
+    );
+    assert!(
+        kv.contains("8192 cells") && kv.contains("predicted 180.00 MiB"),
+        "{kv}"
+    );
     let after_id = container_id(&stack);
     assert_ne!(after_id, before_id, "the ollama container was recreated");
     let env = container_env(&stack, &after_id);
-    assert!(env.iter().any(|e| e == "OLLAMA_CONTEXT_LENGTH=8192"), "{env:?}");
-    assert_eq!(stack.env_value("OLLAMA_CONTEXT_LENGTH").as_deref(), Some("8192"));
+    assert!(
+        env.iter().any(|e| e == "OLLAMA_CONTEXT_LENGTH=8192"),
+        "{env:?}"
+    );
+    assert_eq!(
+        stack.env_value("OLLAMA_CONTEXT_LENGTH").as_deref(),
+        Some("8192")
+    );
     let ps = ps(&url).await;
     assert_eq!(ps["models"][0]["name"], MODEL, "warmed up again: {ps:#}");
     assert_eq!(ps["models"][0]["context_length"], 8192);
     let logs = stack.docker(&["logs", &after_id]);
     let text = String::from_utf8_lossy(&logs.stderr);
-    assert!(text.contains("OLLAMA_CONTEXT_LENGTH:8192"), "the real server config line");
-    assert!(text.contains("KV self size  =  180.00 MiB"), "the real KV line");
+    assert!(
+        text.contains("OLLAMA_CONTEXT_LENGTH:8192"),
+        "the real server config line"
+    );
+    assert!(
+        text.contains("KV self size  =  180.00 MiB"),
+        "the real KV line"
+    );
 
     // q8_0 here: the real 0.11.4 would start with it and allocate f16 (no
     // flash attention on CPU), so it is refused, naming `type` and `f16`.
@@ -264,9 +331,19 @@ async fn pull_health_and_kv_cache_on_the_bundled_stack_with_the_real_ollama() {
     assert_eq!(e["field"], "type", "{e:#}");
     assert_eq!(e["allowed"], json!(["f16"]), "{e:#}");
     let msg = e["message"].as_str().expect("message");
-    assert!(msg.contains("would have no effect") && msg.contains("Ollama 0.11.4"), "{msg}");
-    assert_eq!(container_id(&stack), after_id, "a refused call changes nothing");
-    assert_eq!(stack.env_value("OLLAMA_KV_CACHE_TYPE").as_deref(), Some("f16"));
+    assert!(
+        msg.contains("would have no effect") && msg.contains("Ollama 0.11.4"),
+        "{msg}"
+    );
+    assert_eq!(
+        container_id(&stack),
+        after_id,
+        "a refused call changes nothing"
+    );
+    assert_eq!(
+        stack.env_value("OLLAMA_KV_CACHE_TYPE").as_deref(),
+        Some("f16")
+    );
 
     // The same call again: nothing to change, nothing touched.
     let again = structured(&call(&client, "set_kv_cache", args).await);

@@ -444,11 +444,7 @@ impl Ollama {
     /// Waits until `/api/ps` no longer lists `model` (an unload answers before
     /// the runner lets go: the real 0.11.4 still lists it right after).
     /// `Ok(false)`: still listed when `timeout` ran out.
-    pub async fn wait_unloaded(
-        &self,
-        model: &str,
-        timeout: Duration,
-    ) -> Result<bool, ToolError> {
+    pub async fn wait_unloaded(&self, model: &str, timeout: Duration) -> Result<bool, ToolError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let listed = self

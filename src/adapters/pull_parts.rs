@@ -43,13 +43,17 @@ pub fn update(state_dir: &Path, url: &str, partial: &BTreeMap<String, u64>, fini
         entry.insert(d.clone(), *c);
     }
     while entry.len() > MAX_LAYERS {
-        let Some(first) = entry.keys().next().cloned() else { break };
+        let Some(first) = entry.keys().next().cloned() else {
+            break;
+        };
         entry.remove(&first);
     }
     all.retain(|_, layers| !layers.is_empty());
     let write = serde_json::to_vec_pretty(&all)
         .map_err(std::io::Error::other)
-        .and_then(|bytes| crate::adapters::files::write_atomic(&path(state_dir), &bytes, Some(0o600)));
+        .and_then(|bytes| {
+            crate::adapters::files::write_atomic(&path(state_dir), &bytes, Some(0o600))
+        });
     if let Err(e) = write {
         tracing::warn!(error = %e, "could not record the partial layers of a pull");
     }
@@ -68,7 +72,12 @@ mod tests {
         update(dir.path(), url, &partial, &[]);
         assert_eq!(load(dir.path(), url), partial);
         assert!(load(dir.path(), "http://other:1").is_empty());
-        update(dir.path(), url, &BTreeMap::new(), &["sha256:aa".to_string()]);
+        update(
+            dir.path(),
+            url,
+            &BTreeMap::new(),
+            &["sha256:aa".to_string()],
+        );
         assert!(load(dir.path(), url).is_empty());
         let many: BTreeMap<String, u64> = (0..100).map(|i| (format!("sha256:{i:03}"), i)).collect();
         update(dir.path(), url, &many, &[]);

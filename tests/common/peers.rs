@@ -109,7 +109,9 @@ pub fn ollama_peers() -> Option<OllamaPeers> {
         return unavailable("STACKPILOT_TEST_REGISTRY unset");
     };
     if std::net::TcpStream::connect_timeout(
-        &registry.parse().unwrap_or_else(|_| ([127, 0, 0, 1], 9).into()),
+        &registry
+            .parse()
+            .unwrap_or_else(|_| ([127, 0, 0, 1], 9).into()),
         Duration::from_secs(2),
     )
     .is_err()

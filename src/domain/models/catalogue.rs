@@ -127,7 +127,15 @@ const fn encoder(
 ) -> Entry {
     Entry {
         no_kv_cache: true,
-        ..dense(name, aliases, weights_bytes, layers, heads, head_dim, max_context)
+        ..dense(
+            name,
+            aliases,
+            weights_bytes,
+            layers,
+            heads,
+            head_dim,
+            max_context,
+        )
     }
 }
 
@@ -135,10 +143,26 @@ const fn encoder(
 const CATALOGUE: &[Entry] = &[
     // sentence-transformers/all-MiniLM-L6-v2 (bert): 6 layers, 12 heads, hidden 384
     // (head 32), 512 positions. ollama.com/library/all-minilm: 22m = latest, 46MB.
-    encoder("all-minilm:22m", &["all-minilm", "all-minilm:latest", "all-minilm:l6-v2"], 46_000_000, 6, 12, 32, 512),
+    encoder(
+        "all-minilm:22m",
+        &["all-minilm", "all-minilm:latest", "all-minilm:l6-v2"],
+        46_000_000,
+        6,
+        12,
+        32,
+        512,
+    ),
     // BAAI/bge-m3 (XLM-RoBERTa, `bert` in the GGUF): 24 layers, 16 heads, hidden 1024
     // (head 64), 8192 positions. ollama.com/library/bge-m3: 567m = latest, 1.2GB.
-    encoder("bge-m3:567m", &["bge-m3", "bge-m3:latest"], 1_200_000_000, 24, 16, 64, 8192),
+    encoder(
+        "bge-m3:567m",
+        &["bge-m3", "bge-m3:latest"],
+        1_200_000_000,
+        24,
+        16,
+        64,
+        8192,
+    ),
     // deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B (qwen2): 28 layers, 12 heads, 2 KV heads,
     // hidden 1536 (head 128), 131072. ollama.com/library/deepseek-r1: 1.5b 1.1GB.
     dense("deepseek-r1:1.5b", &[], 1_100_000_000, 28, 2, 128, 131_072),
@@ -156,7 +180,15 @@ const CATALOGUE: &[Entry] = &[
     dense("deepseek-r1:7b", &[], 4_700_000_000, 28, 4, 128, 131_072),
     // deepseek-ai/DeepSeek-R1-0528-Qwen3-8B (qwen3): 36 layers, 32 heads, 8 KV, head_dim
     // 128, 131072. ollama.com/library/deepseek-r1: 8b = latest since the 0528 update, 5.2GB.
-    dense("deepseek-r1:8b", &["deepseek-r1", "deepseek-r1:latest"], 5_200_000_000, 36, 8, 128, 131_072),
+    dense(
+        "deepseek-r1:8b",
+        &["deepseek-r1", "deepseek-r1:latest"],
+        5_200_000_000,
+        36,
+        8,
+        128,
+        131_072,
+    ),
     // gemma2:9b = gemma2:latest, Q4_0, digest ff02c3702f32, size 5443152417
     // (published /api/tags outputs). gemma2 GGUF: block_count 42, head_count 16,
     // head_count_kv 8, embedding_length 3584, attention.key_length 256 (so the
@@ -165,21 +197,49 @@ const CATALOGUE: &[Entry] = &[
     // runner, whose cache gives every layer the whole context (Ollama's own
     // estimate says so: "we only have an optimized implementation in the
     // Ollama engine"): no sliding window here.
-    dense("gemma2:9b", &["gemma2", "gemma2:latest"], 5_443_152_417, 42, 8, 256, 8192),
+    dense(
+        "gemma2:9b",
+        &["gemma2", "gemma2:latest"],
+        5_443_152_417,
+        42,
+        8,
+        256,
+        8192,
+    ),
     // google/gemma-3-12b-it (gemma3, Ollama's engine): 48 layers, 16 heads, 8 KV,
     // head_dim 256, sliding_window 1024, every 6th layer global, 131072.
     // ollama.com/library/gemma3: 12b 8.1GB.
-    Entry { sliding: (1024, 6), ..dense("gemma3:12b", &[], 8_100_000_000, 48, 8, 256, 131_072) },
+    Entry {
+        sliding: (1024, 6),
+        ..dense("gemma3:12b", &[], 8_100_000_000, 48, 8, 256, 131_072)
+    },
     // google/gemma-3-1b-it: 26 layers, 4 heads, 1 KV, head_dim 256, sliding_window 512,
     // 32768. 1b 815MB.
-    Entry { sliding: (512, 6), ..dense("gemma3:1b", &[], 815_000_000, 26, 1, 256, 32_768) },
+    Entry {
+        sliding: (512, 6),
+        ..dense("gemma3:1b", &[], 815_000_000, 26, 1, 256, 32_768)
+    },
     // google/gemma-3-27b-it: 62 layers, 32 heads, 16 KV, head_dim 128, sliding_window
     // 1024, 131072. 27b 17GB.
-    Entry { sliding: (1024, 6), ..dense("gemma3:27b", &[], 17_000_000_000, 62, 16, 128, 131_072) },
+    Entry {
+        sliding: (1024, 6),
+        ..dense("gemma3:27b", &[], 17_000_000_000, 62, 16, 128, 131_072)
+    },
     // google/gemma-3-4b-it: 34 layers, 8 heads, 4 KV, head_dim 256, sliding_window 1024,
     // 131072. gemma3 = gemma3:latest = 4b: size 3338801804, digest a2af6cc3eb7f (a
     // published /api/tags output).
-    Entry { sliding: (1024, 6), ..dense("gemma3:4b", &["gemma3", "gemma3:latest"], 3_338_801_804, 34, 4, 256, 131_072) },
+    Entry {
+        sliding: (1024, 6),
+        ..dense(
+            "gemma3:4b",
+            &["gemma3", "gemma3:latest"],
+            3_338_801_804,
+            34,
+            4,
+            256,
+            131_072,
+        )
+    },
     // openai/gpt-oss-120b (gptoss): 36 layers, 64 heads, 8 KV, head_dim 64, 128 experts,
     // 4 per token, even layers slide over 128 tokens, 131072. Ollama's engine keeps 4096
     // tokens in the sliding layers' cache (kvcache.NewSWAMemCache(window, 4096)), so the
@@ -194,7 +254,15 @@ const CATALOGUE: &[Entry] = &[
     Entry {
         sliding: (4096, 2),
         experts: (32, 4),
-        ..dense("gpt-oss:20b", &["gpt-oss", "gpt-oss:latest"], 14_000_000_000, 24, 8, 64, 131_072)
+        ..dense(
+            "gpt-oss:20b",
+            &["gpt-oss", "gpt-oss:latest"],
+            14_000_000_000,
+            24,
+            8,
+            64,
+            131_072,
+        )
     },
     // llama3.1:70b, Q4_K_M. Published /api/tags outputs for the 3.1 70B tag
     // were not found; 42520413916 is Ollama's size for llama3.3:70b Q4_K_M
@@ -206,40 +274,116 @@ const CATALOGUE: &[Entry] = &[
     // llama3.1:8b = llama3.1:latest, Q4_K_M, digest 46e0c10c039e, size
     // 4920753328 (= 4.58 GiB; published /api/tags outputs). GGUF: block_count
     // 32, head_count 32, head_count_kv 8, embedding_length 4096, context 131072.
-    dense("llama3.1:8b", &["llama3.1", "llama3.1:latest"], 4_920_753_328, 32, 8, 128, 131_072),
+    dense(
+        "llama3.1:8b",
+        &["llama3.1", "llama3.1:latest"],
+        4_920_753_328,
+        32,
+        8,
+        128,
+        131_072,
+    ),
     // meta-llama/Llama-3.2-1B-Instruct: 16 layers, 32 heads, 8 KV, hidden 2048 (head 64),
     // 131072. ollama.com/library/llama3.2: 1b 1.3GB.
     dense("llama3.2:1b", &[], 1_300_000_000, 16, 8, 64, 131_072),
     // meta-llama/Llama-3.2-3B-Instruct: 28 layers, 24 heads, 8 KV, hidden 3072 (head 128),
     // 131072. 3b = latest, 2.0GB.
-    dense("llama3.2:3b", &["llama3.2", "llama3.2:latest"], 2_000_000_000, 28, 8, 128, 131_072),
+    dense(
+        "llama3.2:3b",
+        &["llama3.2", "llama3.2:latest"],
+        2_000_000_000,
+        28,
+        8,
+        128,
+        131_072,
+    ),
     // meta-llama/Llama-3.3-70B-Instruct: 80 layers, 64 heads, 8 KV, hidden 8192 (head
     // 128), 131072. llama3.3 = 70b = latest, Q4_K_M, digest a6eb4748fd29, 42520413916.
-    dense("llama3.3:70b", &["llama3.3", "llama3.3:latest"], 42_520_413_916, 80, 8, 128, 131_072),
+    dense(
+        "llama3.3:70b",
+        &["llama3.3", "llama3.3:latest"],
+        42_520_413_916,
+        80,
+        8,
+        128,
+        131_072,
+    ),
     // mistralai/Mistral-Small-24B-Instruct-2501 (llama in the GGUF): 40 layers, 32 heads,
     // 8 KV, head_dim 128, 32768. ollama.com/library/mistral-small: 24b = latest, 14GB.
-    dense("mistral-small:24b", &["mistral-small", "mistral-small:latest"], 14_000_000_000, 40, 8, 128, 32_768),
+    dense(
+        "mistral-small:24b",
+        &["mistral-small", "mistral-small:latest"],
+        14_000_000_000,
+        40,
+        8,
+        128,
+        32_768,
+    ),
     // mistral:7b = mistral:latest (v0.3), digest 6577803aa9a0, size 4372824384
     // (published /api/tags outputs). GGUF: block_count 32, head_count 32,
     // head_count_kv 8, embedding_length 4096, context_length 32768.
-    dense("mistral:7b", &["mistral", "mistral:latest"], 4_372_824_384, 32, 8, 128, 32_768),
+    dense(
+        "mistral:7b",
+        &["mistral", "mistral:latest"],
+        4_372_824_384,
+        32,
+        8,
+        128,
+        32_768,
+    ),
     // mixedbread-ai/mxbai-embed-large-v1 (bert): 24 layers, 16 heads, hidden 1024 (head
     // 64), 512 positions. ollama.com/library/mxbai-embed-large: 335m = latest, 670MB.
-    encoder("mxbai-embed-large:335m", &["mxbai-embed-large", "mxbai-embed-large:latest", "mxbai-embed-large:v1"], 670_000_000, 24, 16, 64, 512),
+    encoder(
+        "mxbai-embed-large:335m",
+        &[
+            "mxbai-embed-large",
+            "mxbai-embed-large:latest",
+            "mxbai-embed-large:v1",
+        ],
+        670_000_000,
+        24,
+        16,
+        64,
+        512,
+    ),
     // nomic-embed-text:latest (the only tag; v1.5), F16, digest 0a109f422b47,
     // size 274302450. nomic-bert GGUF: block_count 12, head_count 12 (no
     // head_count_kv), embedding_length 768, context_length 2048 (as Ollama's
     // `ollama show` reports it, not the 8192 of the upstream card).
-    encoder("nomic-embed-text:latest", &["nomic-embed-text"], 274_302_450, 12, 12, 64, 2048),
+    encoder(
+        "nomic-embed-text:latest",
+        &["nomic-embed-text"],
+        274_302_450,
+        12,
+        12,
+        64,
+        2048,
+    ),
     // phi3:mini = phi3:latest = phi3:3.8b (Phi-3 Mini 4K), Q4_0, digest
     // 4f2222927938, size 2176178913. ollama.com/library/phi3: "4k: ollama run
     // phi3:mini". phi3 GGUF: block_count 32, head_count 32, head_count_kv 32,
     // embedding_length 3072 (head 96), context_length 4096. (llama.cpp gives it
     // a 2047-token window, but its cache holds the whole context.)
-    dense("phi3:mini", &["phi3", "phi3:latest", "phi3:3.8b"], 2_176_178_913, 32, 32, 96, 4096),
+    dense(
+        "phi3:mini",
+        &["phi3", "phi3:latest", "phi3:3.8b"],
+        2_176_178_913,
+        32,
+        32,
+        96,
+        4096,
+    ),
     // microsoft/phi-4 (phi3 in the GGUF): 40 layers, 40 heads, 10 KV, hidden 5120 (head
     // 128), 16384. ollama.com/library/phi4: 14b = latest, 9.1GB.
-    dense("phi4:14b", &["phi4", "phi4:latest"], 9_100_000_000, 40, 10, 128, 16_384),
+    dense(
+        "phi4:14b",
+        &["phi4", "phi4:latest"],
+        9_100_000_000,
+        40,
+        10,
+        128,
+        16_384,
+    ),
     // Qwen/Qwen2.5-Coder-1.5B-Instruct (qwen2): 28 layers, 12 heads, 2 KV, hidden 1536
     // (head 128), 32768. ollama.com/library/qwen2.5-coder: 1.5b 986MB.
     dense("qwen2.5-coder:1.5b", &[], 986_000_000, 28, 2, 128, 32_768),
@@ -249,7 +393,15 @@ const CATALOGUE: &[Entry] = &[
     dense("qwen2.5-coder:32b", &[], 20_000_000_000, 64, 8, 128, 32_768),
     // Qwen/Qwen2.5-Coder-7B-Instruct: 28 layers, 28 heads, 4 KV, hidden 3584, 32768.
     // 7b = latest, 4.7GB.
-    dense("qwen2.5-coder:7b", &["qwen2.5-coder", "qwen2.5-coder:latest"], 4_700_000_000, 28, 4, 128, 32_768),
+    dense(
+        "qwen2.5-coder:7b",
+        &["qwen2.5-coder", "qwen2.5-coder:latest"],
+        4_700_000_000,
+        28,
+        4,
+        128,
+        32_768,
+    ),
     // qwen2.5:14b, Q4_K_M, digest 7cdf5a0187d5, size 8988124069. qwen2 GGUF:
     // block_count 48, head_count 40, head_count_kv 8, embedding_length 5120,
     // context_length 32768.
@@ -261,7 +413,15 @@ const CATALOGUE: &[Entry] = &[
     // qwen2.5:7b = qwen2.5:latest, Q4_K_M, digest 845dbda0ea48, size
     // 4683087332. qwen2 GGUF: block_count 28, head_count 28, head_count_kv 4,
     // embedding_length 3584, context_length 32768.
-    dense("qwen2.5:7b", &["qwen2.5", "qwen2.5:latest"], 4_683_087_332, 28, 4, 128, 32_768),
+    dense(
+        "qwen2.5:7b",
+        &["qwen2.5", "qwen2.5:latest"],
+        4_683_087_332,
+        28,
+        4,
+        128,
+        32_768,
+    ),
     // Qwen/Qwen3-0.6B (qwen3): 28 layers, 16 heads, 8 KV, head_dim 128, 40960 (the
     // context Ollama's GGUF carries for the April 2025 Qwen3 release).
     // ollama.com/library/qwen3: 0.6b 523MB.
@@ -272,17 +432,31 @@ const CATALOGUE: &[Entry] = &[
     dense("qwen3:14b", &[], 9_300_000_000, 40, 8, 128, 40_960),
     // Qwen/Qwen3-235B-A22B (qwen3moe): 94 layers, 64 heads, 4 KV, head_dim 128, 128
     // experts, 8 per token, 40960. 235b 142GB.
-    Entry { experts: (128, 8), ..dense("qwen3:235b", &[], 142_000_000_000, 94, 4, 128, 40_960) },
+    Entry {
+        experts: (128, 8),
+        ..dense("qwen3:235b", &[], 142_000_000_000, 94, 4, 128, 40_960)
+    },
     // Qwen/Qwen3-30B-A3B (qwen3moe): 48 layers, 32 heads, 4 KV, head_dim 128, 128
     // experts, 8 per token, 40960. 30b 19GB. (The 2507 updates of the 4b, 30b and 235b
     // carry 262144: /api/show of the pulled model says which one is local.)
-    Entry { experts: (128, 8), ..dense("qwen3:30b", &[], 19_000_000_000, 48, 4, 128, 40_960) },
+    Entry {
+        experts: (128, 8),
+        ..dense("qwen3:30b", &[], 19_000_000_000, 48, 4, 128, 40_960)
+    },
     // Qwen/Qwen3-32B: 64 layers, 64 heads, 8 KV, head_dim 128, 40960. 20GB.
     dense("qwen3:32b", &[], 20_000_000_000, 64, 8, 128, 40_960),
     // Qwen/Qwen3-4B: 36 layers, 32 heads, 8 KV, head_dim 128, 40960. 2.6GB.
     dense("qwen3:4b", &[], 2_600_000_000, 36, 8, 128, 40_960),
     // Qwen/Qwen3-8B: 36 layers, 32 heads, 8 KV, head_dim 128, 40960. 8b = latest, 5.2GB.
-    dense("qwen3:8b", &["qwen3", "qwen3:latest"], 5_200_000_000, 36, 8, 128, 40_960),
+    dense(
+        "qwen3:8b",
+        &["qwen3", "qwen3:latest"],
+        5_200_000_000,
+        36,
+        8,
+        128,
+        40_960,
+    ),
 ];
 
 impl Entry {
@@ -496,7 +670,11 @@ mod tests {
             );
             assert!(e.max_context >= 512, "{}", e.name);
             assert!(e.weights_bytes > 40_000_000, "{}", e.name);
-            assert!(e.sliding.0 == 0 || e.sliding.0 < e.max_context, "{}", e.name);
+            assert!(
+                e.sliding.0 == 0 || e.sliding.0 < e.max_context,
+                "{}",
+                e.name
+            );
             assert!(e.experts.1 <= e.experts.0, "{}", e.name);
         }
     }

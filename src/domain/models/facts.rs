@@ -41,7 +41,8 @@ impl std::fmt::Display for FactsGap {
 }
 
 /// Architectures llama.cpp runs as encoders without a KV cache.
-pub const ENCODER_ARCHITECTURES: [&str; 4] = ["bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2"];
+pub const ENCODER_ARCHITECTURES: [&str; 4] =
+    ["bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2"];
 
 /// The sliding window Ollama's cache applies for `arch`, as (tokens kept,
 /// pattern), or (0, 0) where every layer caches the whole context.
@@ -117,7 +118,8 @@ pub fn from_metadata(
             (max, per?)
         }
         _ => (
-            heads.ok_or_else(|| FactsGap::Missing(format!("no {}", key("attention.head_count"))))?,
+            heads
+                .ok_or_else(|| FactsGap::Missing(format!("no {}", key("attention.head_count"))))?,
             Vec::new(),
         ),
     };
@@ -287,8 +289,10 @@ mod tests {
 
     #[test]
     fn encoders_have_no_kv_cache_and_non_models_no_facts() {
-        let bert = obj(json!({"general.architecture": "bert", "bert.block_count": 12,
-            "bert.attention.head_count": 12, "bert.embedding_length": 768}));
+        let bert = obj(
+            json!({"general.architecture": "bert", "bert.block_count": 12,
+            "bert.attention.head_count": 12, "bert.embedding_length": 768}),
+        );
         let b = from_metadata("x", 1, &bert).expect("facts");
         assert_eq!((b.kv_heads, b.head_dim, b.max_context), (12, 64, 0));
         assert_eq!(memory::kv_cache_bytes(&b, 2048, KvCacheType::F16), 0);
@@ -296,6 +300,11 @@ mod tests {
             from_metadata("x", 1, &Map::new()),
             Err(FactsGap::Missing(_))
         ));
-        assert_eq!(max_context(&obj(json!({"general.architecture": "llama", "llama.context_length": 8192}))), Some(8192));
+        assert_eq!(
+            max_context(&obj(
+                json!({"general.architecture": "llama", "llama.context_length": 8192})
+            )),
+            Some(8192)
+        );
     }
 }

@@ -65,7 +65,10 @@ impl fmt::Display for GgufError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GgufError::Truncated { needed } => {
-                write!(f, "the GGUF header goes on past the bytes read (needs at least {needed})")
+                write!(
+                    f,
+                    "the GGUF header goes on past the bytes read (needs at least {needed})"
+                )
             }
             GgufError::Invalid(why) => write!(f, "{why}"),
         }

@@ -163,7 +163,9 @@ llama_context:        CPU compute buffer size =    98.25 MiB
         );
         let a = last_allocation(&two).expect("allocation");
         assert_eq!((a.cells, a.type_k.as_str()), (Some(2048), "q4_0"));
-        let restarted = format!("{two}time=x level=INFO source=routes.go:1 msg=\"server config\" env=\"map[]\"\n");
+        let restarted = format!(
+            "{two}time=x level=INFO source=routes.go:1 msg=\"server config\" env=\"map[]\"\n"
+        );
         assert_eq!(last_allocation(since_last_start(&restarted)), None);
         assert!(ignored_type_warnings(since_last_start(&restarted)).is_empty());
     }

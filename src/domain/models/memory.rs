@@ -693,9 +693,9 @@ impl FlashAttention {
     pub fn reason(&self) -> Option<&str> {
         match self {
             FlashAttention::Available => None,
-            FlashAttention::Assumed(r) | FlashAttention::Unknown(r) | FlashAttention::Unavailable(r) => {
-                Some(r)
-            }
+            FlashAttention::Assumed(r)
+            | FlashAttention::Unknown(r)
+            | FlashAttention::Unavailable(r) => Some(r),
         }
     }
 }
@@ -1323,7 +1323,14 @@ mod tests {
     #[test]
     fn mixture_of_experts_weights_are_all_resident() {
         let m = model("qwen3:30b");
-        let t = memory_table(&m, 32_768, KvCacheType::F16, 1, Profile::Cpu, &cpu_host(64 * GIB, 60 * GIB, 16));
+        let t = memory_table(
+            &m,
+            32_768,
+            KvCacheType::F16,
+            1,
+            Profile::Cpu,
+            &cpu_host(64 * GIB, 60 * GIB, 16),
+        );
         // The whole 19 GB file, not the 3B active parameters' share.
         assert_eq!(t.weights_bytes, 19_000_000_000);
         // 48 layers x 4 KV heads x 128 x 2 x 2 bytes x 32768 = 3 GiB.
@@ -1347,7 +1354,10 @@ mod tests {
             ..ModelFacts::default()
         };
         // 12 heads x 128 x 2 x 2 bytes x 8192.
-        assert_eq!(kv_cache_bytes(&m, 8192, KvCacheType::F16), 12 * 128 * 4 * 8192);
+        assert_eq!(
+            kv_cache_bytes(&m, 8192, KvCacheType::F16),
+            12 * 128 * 4 * 8192
+        );
         let d = choose(&req_facts(m, 8192, cpu_host(64 * GIB, 60 * GIB, 16)));
         assert!(d
             .reasons
@@ -1366,7 +1376,10 @@ mod tests {
             .reasons
             .iter()
             .any(|r| r.contains("Ollama 0.11.4 on CPU has no flash attention")));
-        assert!(!d.reasons.iter().any(|r| r.contains("with q8_0") || r.contains("with q4_0")));
+        assert!(!d
+            .reasons
+            .iter()
+            .any(|r| r.contains("with q8_0") || r.contains("with q4_0")));
         assert_eq!(d.kv_cache_type, KvCacheType::F16);
         assert_eq!(d.env["OLLAMA_FLASH_ATTENTION"], "0");
         // Unknown version: f16 only too, saying why.
@@ -1375,7 +1388,10 @@ mod tests {
             ..cpu_host(32 * GIB, 10 * GIB, 8)
         };
         let d = choose(&req("llama3.1:8b", 131_072, unknown));
-        assert!(d.reasons.iter().any(|r| r.starts_with("Ollama's version is unknown")));
+        assert!(d
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("Ollama's version is unknown")));
         assert_eq!(d.kv_cache_type, KvCacheType::F16);
         // 0.11.5 and later: the quantized types are tried.
         let new = cpu_host(32 * GIB, 10 * GIB, 8);

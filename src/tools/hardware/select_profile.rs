@@ -146,7 +146,9 @@ pub static TOOL: ToolDef = ToolDef {
 async fn local_facts(call: &Call, name: &str) -> Option<(ModelFacts, String)> {
     let parsed = crate::domain::models::name::ModelName::parse("model", name).ok()?;
     let endpoint = crate::tools::models::endpoint::resolve(&call.app).await;
-    let ollama = crate::adapters::ollama::Ollama::connect(&endpoint).await.ok()?;
+    let ollama = crate::adapters::ollama::Ollama::connect(&endpoint)
+        .await
+        .ok()?;
     let tags = ollama.tags().await.ok()?;
     let listed = tags.into_iter().find(|t| parsed.matches(&t.name))?;
     let facts = ollama.model_facts(&listed.name, listed.size).await.ok()??;

@@ -1120,11 +1120,7 @@ async fn verify(
     };
     checks.push(match logs {
         None => check("kv_cache", "skipped", "Ollama's log could not be read"),
-        Some(text) => kv_cache_check(
-            kv_log::since_last_start(&text),
-            new,
-            expected_kv_bytes,
-        ),
+        Some(text) => kv_cache_check(kv_log::since_last_start(&text), new, expected_kv_bytes),
     });
     checks
 }
@@ -1149,14 +1145,14 @@ fn kv_cache_check(log: &str, new: &Settings, expected_kv_bytes: Option<u64>) -> 
             check(
                 "kv_cache",
                 "failed",
-                format!("Ollama did not apply {wanted}: it logged `{}`", ignored.join("`; `")),
+                format!(
+                    "Ollama did not apply {wanted}: it logged `{}`",
+                    ignored.join("`; `")
+                ),
             )
         };
     };
-    let cells = a
-        .cells
-        .map(|c| format!(", {c} cells"))
-        .unwrap_or_default();
+    let cells = a.cells.map(|c| format!(", {c} cells")).unwrap_or_default();
     let predicted = expected_kv_bytes
         .map(|b| {
             format!(
@@ -1333,7 +1329,8 @@ llama_kv_cache_unified: KV self size  =  180.00 MiB, K (f16):   90.00 MiB, V (f1
         assert!(c.detail.contains("q8_0 was asked for"), "{}", c.detail);
         assert!(c.detail.contains("K f16 90.00 MiB"), "{}", c.detail);
         assert!(
-            c.detail.contains("quantized kv cache requested but flash attention disabled"),
+            c.detail
+                .contains("quantized kv cache requested but flash attention disabled"),
             "{}",
             c.detail
         );
@@ -1354,11 +1351,23 @@ llama_kv_cache_unified: KV self size  =  180.00 MiB, K (f16):   90.00 MiB, V (f1
         };
         let c = kv_cache_check(LOAD_Q8_0_ON_CPU, &long, Some(180 << 20));
         assert_eq!(c.status, "ok", "{}", c.detail);
-        assert!(c.detail.contains("caps each slot at the model's trained context"), "{}", c.detail);
+        assert!(
+            c.detail
+                .contains("caps each slot at the model's trained context"),
+            "{}",
+            c.detail
+        );
         // Ollama's own engine prints no allocation line: not checked.
-        assert_eq!(kv_cache_check("runner started", &q8, None).status, "skipped");
+        assert_eq!(
+            kv_cache_check("runner started", &q8, None).status,
+            "skipped"
+        );
         // A warning without an allocation line still fails.
-        let only_warning = LOAD_Q8_0_ON_CPU.lines().take(2).collect::<Vec<_>>().join("\n");
+        let only_warning = LOAD_Q8_0_ON_CPU
+            .lines()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n");
         assert_eq!(kv_cache_check(&only_warning, &q8, None).status, "failed");
     }
 
