@@ -540,3 +540,157 @@ async fn a_quantized_cache_on_cpu_is_logged_as_f16_by_the_real_server() {
         "{warnings:?}"
     );
 }
+
+#[tokio::test]
+async fn select_profile_takes_the_facts_of_ollamas_copy_a_gguf_file_or_the_catalogue() {
+    let Some(peers) = peers() else { return };
+    let Some(gguf) = common::gguf() else { return };
+    let ollama = HostOllama::start(&peers, &[]).await;
+    let model = peers.host_model();
+    let pulled = reqwest::Client::new()
+        .post(format!("{}/api/pull", ollama.url))
+        .json(&json!({"model": model, "insecure": true, "stream": false}))
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .expect("pull");
+    assert!(pulled.status().is_success());
+    let size = ollama.get("/api/tags").await["models"][0]["size"].clone();
+    let stack = TestStack::new("");
+    let client = client_for(&stack, &ollama, Person::Absent).await;
+    let tools = client.list_all_tools().await.expect("tools");
+    // A CPU machine whose Ollama is this 0.11.4: f16 only.
+    let hw = json!({"memory_total_bytes": 17_179_869_184u64, "memory_available_bytes": 12_884_901_888u64,
+        "logical_cores": 8, "ollama_version": peers.version});
+    let select = |m: Value| json!({"model": m, "context_length": 8192, "hardware": hw.clone()});
+
+    // A name Ollama has: the facts of its own copy (/api/show, /api/tags' size).
+    let r = common::call(&client, "select_profile", select(json!(model))).await;
+    assert!(!is_error(&r), "{r:?}");
+    let out = structured(&r);
+    validate_output(&tools, "select_profile", &out);
+    assert_eq!(out["model_source"], "api_show");
+    let f = &out["model"];
+    assert_eq!(
+        (
+            &f["layers"],
+            &f["kv_heads"],
+            &f["head_dim"],
+            &f["max_context"]
+        ),
+        (&json!(30), &json!(3), &json!(64), &json!(8192))
+    );
+    assert_eq!(f["weights_bytes"], size);
+    assert_eq!(out["kv_cache_type"], "f16");
+    assert_eq!(
+        out["memory"]["kv_cache_bytes"],
+        180u64 << 20,
+        "as llama.cpp allocates it"
+    );
+    assert!(out["reasons"].as_array().expect("reasons").iter().any(|r| r
+        .as_str()
+        .is_some_and(|r| r.contains("Ollama 0.11.4 on CPU has no flash attention"))));
+
+    // A GGUF file: its header, read with the product's parser.
+    let r = common::call(
+        &client,
+        "select_profile",
+        select(json!({"gguf": gguf.display().to_string()})),
+    )
+    .await;
+    assert!(!is_error(&r), "{r:?}");
+    let out = structured(&r);
+    assert_eq!(out["model_source"], "gguf_file");
+    let f = &out["model"];
+    assert_eq!(
+        (
+            &f["layers"],
+            &f["kv_heads"],
+            &f["head_dim"],
+            &f["max_context"]
+        ),
+        (&json!(30), &json!(3), &json!(64), &json!(8192))
+    );
+    assert_eq!(
+        f["weights_bytes"],
+        std::fs::metadata(&gguf).expect("gguf").len()
+    );
+
+    // A name only the catalogue knows (refused as unknown before issue 11):
+    // Qwen3-8B's published config, 36 layers, 8 KV heads of 128, 40960 tokens.
+    let r = common::call(&client, "select_profile", select(json!("qwen3:8b"))).await;
+    assert!(!is_error(&r), "{r:?}");
+    let out = structured(&r);
+    assert_eq!(out["model_source"], "catalogue");
+    let f = &out["model"];
+    assert_eq!(
+        (
+            &f["name"],
+            &f["layers"],
+            &f["kv_heads"],
+            &f["head_dim"],
+            &f["max_context"]
+        ),
+        (
+            &json!("qwen3:8b"),
+            &json!(36),
+            &json!(8),
+            &json!(128),
+            &json!(40960)
+        )
+    );
+
+    // Bad input names the field (and, for a name, the allowed ones); the
+    // server keeps serving after each refusal.
+    let dir = tempfile::tempdir().expect("tmp");
+    let fake = dir.path().join("fake.gguf");
+    std::fs::write(&fake, b"not a model").expect("write");
+    let missing = dir.path().join("missing.gguf");
+    for (m, field, words) in [
+        (
+            json!({"gguf": "relative/model.gguf"}),
+            "model.gguf",
+            "absolute",
+        ),
+        (json!({"gguf": "/etc/hostname"}), "model.gguf", ".gguf"),
+        (
+            json!({"gguf": fake.display().to_string()}),
+            "model.gguf",
+            "not a GGUF file",
+        ),
+        (
+            json!({"gguf": missing.display().to_string()}),
+            "model.gguf",
+            "missing.gguf",
+        ),
+        (
+            json!({"gguf": "/x.gguf", "mmap": true}),
+            "model.mmap",
+            "mmap",
+        ),
+        (
+            json!("nosuch-model:1b"),
+            "model",
+            "neither in Ollama nor in the catalogue",
+        ),
+    ] {
+        let r = common::call(&client, "select_profile", select(m.clone())).await;
+        let e = error_of(&r);
+        assert_eq!(e["field"], field, "{m}: {e:#}");
+        assert!(
+            e["message"].as_str().is_some_and(|s| s.contains(words)),
+            "{m}: {e:#}"
+        );
+    }
+    let r = common::call(&client, "select_profile", select(json!("nosuch-model:1b"))).await;
+    let allowed = error_of(&r)["allowed"].clone();
+    assert!(
+        allowed
+            .as_array()
+            .is_some_and(|a| a.contains(&json!("qwen3:8b")) && a.contains(&json!("gpt-oss:20b"))),
+        "{allowed}"
+    );
+    let r = common::call(&client, "select_profile", select(json!(model))).await;
+    assert!(!is_error(&r), "still serving: {r:?}");
+    client.cancel().await.expect("close");
+}
