@@ -493,10 +493,11 @@ async fn pull_errors_carry_ollamas_own_words() {
 }
 
 /// What 0.11.4 does on CPU with a quantized type: the product's log reader
-/// against the real server's lines (why set_kv_cache refuses q8_0/q4_0 there).
+/// against the real server's lines (why set_kv_cache refuses q8_0/q4_0 there);
+/// and a context above the trained one, against the memory model.
 #[tokio::test]
 async fn a_quantized_cache_on_cpu_is_logged_as_f16_by_the_real_server() {
-    use stackpilot::domain::models::kv_log;
+    use stackpilot::domain::models::{facts, kv_log, memory};
     let Some(peers) = peers() else { return };
     let ollama = HostOllama::start(
         &peers,
@@ -538,6 +539,41 @@ async fn a_quantized_cache_on_cpu_is_logged_as_f16_by_the_real_server() {
             .iter()
             .any(|w| w == "quantized kv cache requested but flash attention disabled type=q8_0"),
         "{warnings:?}"
+    );
+
+    // 32768 asked of a model trained for 8192: /api/ps says 32768, llama.cpp
+    // allocates 8192 cells, and the memory model (with the facts the product
+    // takes from this /api/show) caps each slot the same way.
+    ollama
+        .generate(json!({"model": model, "keep_alive": 0}))
+        .await;
+    ollama
+        .generate(json!({"model": model, "prompt": "", "stream": false,
+            "options": {"num_ctx": 32768}}))
+        .await;
+    let ps = ollama.get("/api/ps").await;
+    assert_eq!(ps["models"][0]["context_length"], 32768, "{ps:#}");
+    let log = ollama.log_text();
+    assert!(log.contains("requested context size too large for model"));
+    let a = kv_log::last_allocation(&log).expect("a KV line");
+    assert_eq!((a.cells, a.total_mib), (Some(8192), 180.0), "{a:?}");
+    let size = ollama.get("/api/tags").await["models"][0]["size"]
+        .as_u64()
+        .expect("size");
+    let show: Value = reqwest::Client::new()
+        .post(format!("{}/api/show", ollama.url))
+        .json(&json!({"model": model}))
+        .send()
+        .await
+        .expect("show")
+        .json()
+        .await
+        .expect("json");
+    let info = show["model_info"].as_object().cloned().unwrap_or_default();
+    let f = facts::from_metadata(&model, size, &info).expect("facts");
+    assert_eq!(
+        memory::kv_cache_bytes(&f, 32768, memory::KvCacheType::F16),
+        a.total_bytes()
     );
 }
 
