@@ -21,7 +21,6 @@
 //! ggml's block sizes (ggml-common.h: block_q8_0 = 2 + 32 bytes per 32
 //! elements, block_q4_0 = 2 + 16) instead.
 #[path = "../tests/common/peers.rs"]
-#[allow(dead_code)]
 mod peers;
 
 use std::time::Duration;
@@ -64,7 +63,7 @@ fn model_buffer_mib(log: &str) -> Option<f64> {
         .rev()
         .find(|l| l.contains("model buffer size"))
         .and_then(|l| l.split('=').nth(1))
-        .and_then(|v| v.trim().split_whitespace().next())
+        .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
 }
 

@@ -15,7 +15,6 @@
 //! Throughput = the model's bytes / wall time; the ratio of the medians. Then
 //! stackpilot's peak RSS (VmHWM of its process when the pull returned).
 #[path = "../tests/common/peers.rs"]
-#[allow(dead_code)]
 mod peers;
 
 use std::process::Stdio;

@@ -220,8 +220,8 @@ async fn pull_list_generate_and_remove_against_the_real_ollama() {
     let r = common::call(&decliner, "remove_model", json!({"model": model})).await;
     assert!(!is_error(&r), "{r:?}");
     assert_eq!(structured(&r)["declined"], true, "{r:?}");
-    assert_eq!(ollama.names("/api/tags").await, [model.clone()]);
-    assert_eq!(ollama.names("/api/ps").await, [model.clone()]);
+    assert_eq!(ollama.names("/api/tags").await, [model.as_str()]);
+    assert_eq!(ollama.names("/api/ps").await, [model.as_str()]);
     decliner.cancel().await.expect("close");
     // No way to ask: a plan and a token first, then unloaded and gone.
     let plan = structured(&common::call(&client, "remove_model", json!({"model": model})).await);
@@ -231,7 +231,7 @@ async fn pull_list_generate_and_remove_against_the_real_ollama() {
     assert_eq!(step["before"]["loaded"], true);
     assert_eq!(
         ollama.names("/api/ps").await,
-        [model.clone()],
+        [model.as_str()],
         "nothing unloaded yet"
     );
     let r = common::call(
