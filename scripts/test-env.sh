@@ -15,6 +15,8 @@
 # The env file (/run/stackpilot-test/env as root, else $XDG_RUNTIME_DIR or /tmp/stackpilot-test-UID/env) holds `export KEY=VALUE` lines (no quoting, no spaces):
 #   DOCKER_HOST, STACKPILOT_TEST_DOCKER=1, STACKPILOT_TEST_BUSYBOX_IMAGE, STACKPILOT_TEST_POSTGRES_IMAGE,
 #   STACKPILOT_TEST_MONGO_STANDIN_IMAGE.
+# `start` also runs scripts/peers/ollama.sh start (the real Ollama + a registry; its own env file
+# ${SP_RUN_DIR}/peers-ollama.env, see scripts/peers/ollama.md).
 # The data root (/var/lib/stackpilot-docker) is kept between runs: it is the image cache.
 
 # Where the env file and the lock live: /run/stackpilot-test for root (which may start the
@@ -304,10 +306,11 @@ build_busybox() {
 
 # The Ollama stand-in (tests/images/ollama-standin): the stand-in's source built as one static
 # binary (musl when that target is installed, else glibc with crt-static) into a FROM scratch
-# image. Rebuilt when the image directory or tests/ollama_standin/ change.
+# image. Rebuilt when the image directory, tests/ollama_standin/ or the GGUF parser it includes
+# (src/domain/models/gguf.rs) change.
 build_ollama_standin() {
     local want have
-    want=$( { src_hash ollama-standin; (cd "${REPO_ROOT}/tests/ollama_standin" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum); } | sha256sum | cut -c1-16)
+    want=$( { src_hash ollama-standin; (cd "${REPO_ROOT}/tests/ollama_standin" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum); sha256sum <"${REPO_ROOT}/src/domain/models/gguf.rs"; } | sha256sum | cut -c1-16)
     have=$(docker image inspect -f '{{index .Config.Labels "io.stackpilot.test.src"}}' "${OLLAMA_STANDIN_IMAGE}" 2>/dev/null || true)
     if [[ "${have}" == "${want}" ]]; then IMAGES_DONE+=("${OLLAMA_STANDIN_IMAGE}=cached"); return; fi
     command -v cargo >/dev/null || unavailable "cargo is needed to build ${OLLAMA_STANDIN_IMAGE}"
@@ -436,6 +439,18 @@ cmd_start() {
     step "image ollama-standin" build_ollama_standin
     build_stack_images
     write_env
+    # The real Ollama 0.11.4 and a real registry seeded with smollm2:135m (scripts/peers/ollama.sh
+    # writes ${SP_RUN_DIR}/peers-ollama.env, which the tests read). Not through `step`: its `||`
+    # context would turn off `set -e` inside and hide a failure. Exit 3 (not available here)
+    # leaves the rest of the environment usable; under CI=true the script exits 1, and so do we.
+    local peers_rc=0 peers_t0
+    peers_t0=$(date +%s.%N)
+    bash "${REPO_ROOT}/scripts/peers/ollama.sh" start || peers_rc=$?
+    log "$(awk -v a="${peers_t0}" -v b="$(date +%s.%N)" 'BEGIN{printf "step %-18s %6.2fs", "real ollama peers", b-a}')"
+    if [[ ${peers_rc} -ne 0 ]]; then
+        [[ "${CI:-}" != "true" ]] || unavailable "scripts/peers/ollama.sh start failed (exit ${peers_rc}): the real Ollama, its image or its registry is missing"
+        log "WARNING: scripts/peers/ollama.sh start exited ${peers_rc}: tests against the real Ollama will be skipped"
+    fi
 
     local total
     total=$(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - ${SCRIPT_T0}}")

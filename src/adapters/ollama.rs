@@ -188,6 +188,13 @@ struct ModelRequest<'a> {
 }
 
 #[derive(Serialize)]
+struct ShowRequest<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    verbose: bool,
+}
+
+#[derive(Serialize)]
 struct PullRequest<'a> {
     model: &'a str,
     insecure: bool,
@@ -348,11 +355,21 @@ impl Ollama {
 
     /// `POST /api/show` for a local model (a 404 is an error naming it).
     pub async fn show(&self, model: &str) -> Result<ShowInfo, ToolError> {
+        self.show_with(model, false).await
+    }
+
+    /// `POST /api/show` with `verbose: true`: arrays included (the tokenizer's
+    /// too, so megabytes for a large vocabulary: only when they are needed).
+    pub async fn show_verbose(&self, model: &str) -> Result<ShowInfo, ToolError> {
+        self.show_with(model, true).await
+    }
+
+    async fn show_with(&self, model: &str, verbose: bool) -> Result<ShowInfo, ToolError> {
         let what = "POST /api/show";
         let resp = self
             .http
             .post(self.endpoint("/api/show"))
-            .json(&ModelRequest { model })
+            .json(&ShowRequest { model, verbose })
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await
@@ -421,6 +438,27 @@ impl Ollama {
             Ok(())
         } else {
             Err(status_error(&self.url, what, status, &body))
+        }
+    }
+
+    /// Waits until `/api/ps` no longer lists `model` (an unload answers before
+    /// the runner lets go: the real 0.11.4 still lists it right after).
+    /// `Ok(false)`: still listed when `timeout` ran out.
+    pub async fn wait_unloaded(&self, model: &str, timeout: Duration) -> Result<bool, ToolError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let listed = self
+                .ps()
+                .await?
+                .iter()
+                .any(|p| p.name == model || p.model == model);
+            if !listed {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -586,53 +624,48 @@ impl PullStream {
 // ------------------------------------------------------------ model facts
 
 /// The memory model's facts from `/api/show`'s model_info (the GGUF keys
-/// llama.cpp reads to size the KV cache) and the local size from `/api/tags`.
-/// None when the architecture's keys are missing (not a GGUF text model).
+/// llama.cpp reads to size the KV cache) and the local size from `/api/tags`
+/// (domain::models::facts). None when it is not a text model the memory model
+/// can size, or when a per-layer array was withheld (see `Ollama::model_facts`).
 pub fn facts_from_model_info(
     name: &str,
     weights_bytes: u64,
     info: &Map<String, Value>,
 ) -> Option<crate::domain::models::catalogue::ModelFacts> {
-    let arch = info.get("general.architecture")?.as_str()?;
-    let num = |key: &str| -> Option<u64> {
-        match info.get(&format!("{arch}.{key}"))? {
-            Value::Number(n) => n.as_u64(),
-            // Per-layer arrays (some architectures vary heads by layer): the
-            // largest layer sizes the cache conservatively.
-            Value::Array(items) => items.iter().filter_map(Value::as_u64).max(),
-            _ => None,
-        }
-    };
-    let layers = num("block_count")?;
-    let heads = num("attention.head_count").filter(|h| *h > 0);
-    let kv_heads = num("attention.head_count_kv")
-        .filter(|h| *h > 0)
-        .or(heads)?;
-    let head_dim = num("attention.key_length")
-        .filter(|d| *d > 0)
-        .or_else(|| Some(num("embedding_length")? / heads?))?;
-    let max_context = num("context_length").unwrap_or(0);
-    let to32 = |v: u64| u32::try_from(v).ok();
-    Some(crate::domain::models::catalogue::ModelFacts {
-        name: name.to_string(),
-        weights_bytes,
-        layers: to32(layers)?,
-        kv_heads: to32(kv_heads)?,
-        head_dim: to32(head_dim)?,
-        max_context: to32(max_context)?,
-    })
+    crate::domain::models::facts::from_metadata(name, weights_bytes, info).ok()
 }
 
 /// `<arch>.context_length` from model_info, the trained maximum.
 pub fn max_context(info: &Map<String, Value>) -> Option<u64> {
-    let arch = info.get("general.architecture")?.as_str()?;
-    info.get(&format!("{arch}.context_length"))?.as_u64()
+    crate::domain::models::facts::max_context(info)
+}
+
+impl Ollama {
+    /// The facts of a local model from `/api/show`; when a key the facts need
+    /// is an array Ollama left out (it sends arrays only with `verbose`), asks
+    /// once more with `verbose: true`. Ok(None): not a model the memory model
+    /// can size.
+    pub async fn model_facts(
+        &self,
+        name: &str,
+        weights_bytes: u64,
+    ) -> Result<Option<crate::domain::models::catalogue::ModelFacts>, ToolError> {
+        use crate::domain::models::facts::{from_metadata, FactsGap};
+        let info = self.show(name).await?;
+        match from_metadata(name, weights_bytes, &info.model_info) {
+            Ok(f) => Ok(Some(f)),
+            Err(FactsGap::Missing(_)) => Ok(None),
+            Err(FactsGap::ArraysWithheld(_)) => {
+                let info = self.show_verbose(name).await?;
+                Ok(from_metadata(name, weights_bytes, &info.model_info).ok())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn error_bodies() {
@@ -672,41 +705,5 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn facts_from_smollm2_model_info() {
-        // The keys SmolLM2-135M-Instruct.Q4_1.gguf carries.
-        let info = json!({
-            "general.architecture": "llama",
-            "llama.block_count": 30,
-            "llama.context_length": 8192,
-            "llama.embedding_length": 576,
-            "llama.attention.head_count": 9,
-            "llama.attention.head_count_kv": 3,
-        });
-        let f = facts_from_model_info("smollm2:135m", 98_362_432, info.as_object().expect("obj"))
-            .expect("facts");
-        assert_eq!(
-            (f.layers, f.kv_heads, f.head_dim, f.max_context),
-            (30, 3, 64, 8192)
-        );
-        let gemma = json!({
-            "general.architecture": "gemma2",
-            "gemma2.block_count": 42,
-            "gemma2.attention.head_count": 16,
-            "gemma2.attention.head_count_kv": 8,
-            "gemma2.attention.key_length": 256,
-            "gemma2.embedding_length": 3584,
-            "gemma2.context_length": 8192,
-        });
-        let g =
-            facts_from_model_info("gemma2:9b", 1, gemma.as_object().expect("obj")).expect("facts");
-        assert_eq!(g.head_dim, 256);
-        let no_kv = json!({"general.architecture": "bert", "bert.block_count": 12,
-            "bert.attention.head_count": 12, "bert.embedding_length": 768});
-        let b = facts_from_model_info("x", 1, no_kv.as_object().expect("obj")).expect("facts");
-        assert_eq!((b.kv_heads, b.head_dim, b.max_context), (12, 64, 0));
-        assert!(facts_from_model_info("x", 1, &Map::new()).is_none());
     }
 }

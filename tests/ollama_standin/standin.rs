@@ -16,7 +16,9 @@
 //!   640 GiB model costs nothing. Partial layers survive a dropped connection
 //!   and the next pull resumes from them, as Ollama's do.
 //! - `/api/show`'s model_info comes from a real GGUF file (`--gguf`), read
-//!   with the metadata reader in gguf.rs; tensors are never read.
+//!   with stackpilot's own GGUF parser (src/domain/models/gguf.rs, included
+//!   as it is: the stand-in image builds without the stackpilot crate); its
+//!   header only, never the tensors.
 //! - The environment Ollama reads (OLLAMA_CONTEXT_LENGTH, OLLAMA_KV_CACHE_TYPE,
 //!   OLLAMA_FLASH_ATTENTION, OLLAMA_NUM_PARALLEL) is logged at startup the way
 //!   Ollama logs its `server config`, and `/api/ps` serves the context length.
@@ -28,6 +30,9 @@
 //! answered with that status and `{"error": ...}`, as a proxy or registry
 //! failure reaches clients), `quiet_ms` (silence before verifying, as Ollama
 //! hashing a large blob), `rate_bytes_per_sec`.
+// Not every item of the product's parser is used here.
+#[allow(dead_code)]
+#[path = "../../src/domain/models/gguf.rs"]
 mod gguf;
 
 use std::collections::{BTreeMap, HashMap};
@@ -322,7 +327,7 @@ fn details_of(st: &Shared, m: &Model) -> Value {
                 "format": "gguf",
                 "family": arch,
                 "families": [arch],
-                "parameter_size": gguf::human_number(g.parameter_count()),
+                "parameter_size": human_number(g.parameter_count()),
                 "quantization_level": g.file_type_name(),
             })
         }
@@ -334,6 +339,58 @@ fn details_of(st: &Shared, m: &Model) -> Value {
             "parameter_size": "",
             "quantization_level": "",
         }),
+    }
+}
+
+/// The header of the GGUF file at `path`: the first MiB, more while the
+/// parser says the header goes on (arrays longer than 5 come back empty, as
+/// /api/show sends them).
+fn read_gguf(path: &std::path::Path) -> Result<gguf::Gguf, String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut buf = Vec::new();
+    let mut want = (1u64 << 20).min(size);
+    loop {
+        let have = buf.len() as u64;
+        (&mut file)
+            .take(want.saturating_sub(have))
+            .read_to_end(&mut buf)
+            .map_err(|e| e.to_string())?;
+        match gguf::Gguf::parse(&buf, 5) {
+            Ok(g) => return Ok(g),
+            Err(gguf::GgufError::Truncated { needed }) if (buf.len() as u64) < size => {
+                want = needed.max(want * 2).min(size);
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Ollama's `format.HumanNumber`: 134515008 -> `134.52M`, 8030261248 -> `8.0B`.
+fn human_number(n: u64) -> String {
+    const B: f64 = 1e9;
+    const M: f64 = 1e6;
+    const K: f64 = 1e3;
+    let f = n as f64;
+    if f >= B {
+        let v = f / B;
+        if v.fract() == 0.0 {
+            format!("{v:.0}B")
+        } else {
+            format!("{v:.1}B")
+        }
+    } else if f >= M {
+        let v = f / M;
+        if v.fract() == 0.0 {
+            format!("{v:.0}M")
+        } else {
+            format!("{v:.2}M")
+        }
+    } else if f >= K {
+        format!("{:.0}K", f / K)
+    } else {
+        n.to_string()
     }
 }
 
@@ -778,7 +835,7 @@ fn build(args: &Args) -> Result<Shared, String> {
     };
     let gguf = match &args.gguf {
         Some(p) => {
-            let g = gguf::Gguf::open(p, 5).map_err(|e| format!("{}: {e}", p.display()))?;
+            let g = read_gguf(p).map_err(|e| format!("{}: {e}", p.display()))?;
             eprintln!(
                 "ollama-standin: {} is GGUF v{} ({} keys, {} tensors, {} parameters)",
                 p.display(),
@@ -1059,6 +1116,14 @@ async fn serve(args: Args) -> std::process::ExitCode {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn human_numbers_as_ollama_prints_them() {
+        assert_eq!(super::human_number(134_515_008), "134.52M");
+        assert_eq!(super::human_number(8_030_261_248), "8.0B");
+        assert_eq!(super::human_number(7_000_000_000), "7B");
+        assert_eq!(super::human_number(1_500), "2K");
+    }
+
     use super::*;
 
     #[test]

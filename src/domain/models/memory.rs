@@ -6,8 +6,17 @@
 //! the same decision, byte for byte, and every rule is unit-tested.
 //!
 //! The model (all sizes in bytes, GiB = 2^30):
-//! - KV cache per slot = 2 (K and V) × layers × kv_heads × head_dim × context ×
-//!   bytes per element (f16 2, q8_0 1.0625, q4_0 0.5625), rounded up;
+//! - KV cache = Σ over layers of 2 (K and V) × kv_heads(layer) × head_dim ×
+//!   cells(layer) × bytes per element (f16 2, q8_0 1.0625, q4_0 0.5625: ggml's
+//!   blocks of 32 with an f16 scale), rounded up to a whole byte. cells is the
+//!   context × num_parallel rounded up to 256 (llama.cpp pads the cache to 32
+//!   cells, or 256 with flash attention; 256 is the safe side); a sliding-window
+//!   layer (gemma3, gpt-oss on Ollama's engine) holds num_parallel × window +
+//!   512 (the batch) cells instead whenever the window is below the context,
+//!   as Ollama's kvcache.Causal allocates it. kv_heads is per layer where the
+//!   GGUF gives an array (0: a layer without a KV cache);
+//! - the weights term is the model's whole file: a mixture of experts keeps
+//!   every expert resident, whatever share of them a token uses;
 //! - need = weights + KV per slot × num_parallel + 1 GiB overhead (compute
 //!   graph, CUDA/Metal context, scratch buffers);
 //! - usable = NVIDIA VRAM − 457 MiB (driver/runtime reservation); Metal working
@@ -18,7 +27,10 @@
 //!
 //! The search: cap the context at the model's maximum; at each context try the
 //! profile's KV types in order (f16, q8_0, q4_0; apple-metal starts at q8_0;
-//! quantized types only where flash attention is available), then step the
+//! quantized types only where flash attention is available: NVIDIA compute
+//! capability 7.0 and up, Metal, and CPU only from Ollama 0.11.5: 0.11.4 turns
+//! flash attention off on CPU at load and allocates f16 whatever
+//! OLLAMA_KV_CACHE_TYPE says, observed), then step the
 //! context down through 128K, 64K, 32K, 16K, 8K (only values below the capped
 //! context); then fall back to the CPU profile; if nothing fits, report the
 //! closest candidate with fits = false.
@@ -61,6 +73,17 @@ pub const SMALL_SERVER_MAX_CORES: u32 = 4;
 pub const SMALL_SERVER_MAX_MEMORY_BYTES: u64 = 16 * GIB;
 /// Metal's working set is 2/3 of unified memory up to this size, 3/4 above.
 pub const METAL_TWO_THIRDS_UP_TO_BYTES: u64 = 32 * GIB;
+/// KV cells are allocated in multiples of this (llama.cpp: 32, 256 with flash
+/// attention; Ollama's engine likewise): the larger, so the model never
+/// under-counts.
+pub const KV_CELL_PADDING: u128 = 256;
+/// Ollama's default batch (`num_batch`): a sliding-window layer keeps this
+/// many cells beyond its windows.
+pub const OLLAMA_BATCH: u128 = 512;
+/// The first Ollama whose CPU backend has flash attention (and so a quantized
+/// KV cache): `discover.GpuInfoList.FlashAttentionSupported` accepts the `cpu`
+/// library from v0.11.5 (read in its source); 0.11.4 does not (observed).
+pub const CPU_FLASH_ATTENTION_SINCE: (u64, u64, u64) = (0, 11, 5);
 
 /// Ollama's KV cache element type (`OLLAMA_KV_CACHE_TYPE`). Quantized types
 /// need flash attention.
@@ -253,6 +276,11 @@ pub struct HardwareFacts {
     /// Logical cores usable (a cgroup CPU quota, rounded up, lowers it); 0 =
     /// unknown.
     pub logical_cores: u32,
+    /// The Ollama that will run the model (`/api/version`), when known. On CPU
+    /// a quantized KV cache takes effect only from 0.11.5; unknown counts as
+    /// f16 only there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama_version: Option<String>,
 }
 
 impl From<&HardwareReport> for HardwareFacts {
@@ -285,6 +313,12 @@ impl From<&HardwareReport> for HardwareFacts {
             memory_available_bytes: report.memory.available_bytes,
             cgroup_memory_limit_bytes,
             logical_cores,
+            ollama_version: report
+                .runtime
+                .ollama
+                .version
+                .clone()
+                .filter(|_| report.runtime.ollama.reachable),
         }
     }
 }
@@ -319,10 +353,12 @@ fn one() -> u32 {
 pub struct MemoryTable {
     /// Model weights, bytes.
     pub weights_bytes: u64,
-    /// KV cache for all parallel slots, bytes (per slot × num_parallel).
+    /// KV cache for all parallel slots, bytes: per slot × num_parallel, except
+    /// that sliding-window layers hold num_parallel × window + 512 cells.
     pub kv_cache_bytes: u64,
-    /// KV cache for one slot, bytes: 2 × layers × kv_heads × head_dim ×
-    /// context × bytes per element, rounded up.
+    /// KV cache for one slot, bytes: Σ over layers of 2 × kv_heads × head_dim
+    /// × cells × bytes per element, rounded up (cells: the context, padded to
+    /// 256; window + 512 on sliding-window layers).
     pub kv_cache_bytes_per_slot: u64,
     /// Parallel slots counted.
     pub num_parallel: u32,
@@ -371,14 +407,78 @@ pub struct ProfileDecision {
     pub env: BTreeMap<String, String>,
 }
 
-/// KV cache bytes for one slot: 2 × layers × kv_heads × head_dim × context ×
-/// bytes per element, rounded up to a whole byte (saturating at `u64::MAX`).
+/// KV cache bytes for one slot (see `kv_cache_bytes_total`).
 pub fn kv_cache_bytes(model: &ModelFacts, context: u32, kv: KvCacheType) -> u64 {
-    let elements = 2u128
-        * u128::from(model.layers)
-        * u128::from(model.kv_heads)
-        * u128::from(model.head_dim)
-        * u128::from(context);
+    kv_cache_bytes_total(model, context, kv, 1)
+}
+
+fn pad_cells(cells: u128) -> u128 {
+    cells.div_ceil(KV_CELL_PADDING) * KV_CELL_PADDING
+}
+
+/// Whether layer `layer` (0-based) slides: every `pattern`-th layer (1-based)
+/// is global, the others slide; pattern 0 = every layer slides.
+pub fn is_sliding_layer(model: &ModelFacts, layer: u32) -> bool {
+    model.sliding_window > 0
+        && (model.sliding_window_pattern == 0
+            || (u64::from(layer) + 1) % u64::from(model.sliding_window_pattern) != 0)
+}
+
+/// Cells one layer's cache holds for `num_parallel` slots of `context` tokens:
+/// the whole context (padded), or for a sliding-window layer whose window is
+/// below the context, num_parallel × window + the batch (padded), as Ollama's
+/// kvcache.Causal allocates them.
+pub fn layer_cells(model: &ModelFacts, layer: u32, context: u32, num_parallel: u32) -> u128 {
+    let parallel = u128::from(num_parallel.max(1));
+    if is_sliding_layer(model, layer) && model.sliding_window <= context {
+        pad_cells(parallel * u128::from(model.sliding_window) + OLLAMA_BATCH)
+    } else {
+        pad_cells(u128::from(context) * parallel)
+    }
+}
+
+/// KV heads of layer `layer`: the per-layer array where there is one, else
+/// `kv_heads`.
+pub fn layer_kv_heads(model: &ModelFacts, layer: u32) -> u32 {
+    model
+        .kv_heads_per_layer
+        .get(layer as usize)
+        .copied()
+        .unwrap_or(model.kv_heads)
+}
+
+/// KV cache bytes for `num_parallel` slots of `context` tokens: Σ over layers
+/// of 2 (K and V) × kv_heads × head_dim × cells × bytes per element, rounded
+/// up to a whole byte (saturating at `u64::MAX`). A context above the model's
+/// trained maximum counts as that maximum: Ollama caps each slot there
+/// (llm/server.go: "requested context size too large for model"), while
+/// `/api/ps` still reports the context asked for (observed on 0.11.4).
+pub fn kv_cache_bytes_total(
+    model: &ModelFacts,
+    context: u32,
+    kv: KvCacheType,
+    num_parallel: u32,
+) -> u64 {
+    let context = if model.max_context > 0 {
+        context.min(model.max_context)
+    } else {
+        context
+    };
+    let per_cell_head = 2u128 * u128::from(model.head_dim);
+    let elements: u128 = if model.kv_heads_per_layer.is_empty() && model.sliding_window == 0 {
+        per_cell_head
+            * u128::from(model.kv_heads)
+            * u128::from(model.layers)
+            * layer_cells(model, 0, context, num_parallel)
+    } else {
+        (0..model.layers)
+            .map(|l| {
+                per_cell_head
+                    * u128::from(layer_kv_heads(model, l))
+                    * layer_cells(model, l, context, num_parallel)
+            })
+            .sum()
+    };
     let (num, den) = kv.bytes_ratio();
     let bytes = (elements * num).div_ceil(den);
     u64::try_from(bytes).unwrap_or(u64::MAX)
@@ -451,7 +551,7 @@ pub fn memory_table(
 ) -> MemoryTable {
     let num_parallel = num_parallel.max(1);
     let per_slot = kv_cache_bytes(model, context, kv);
-    let kv_all = per_slot.saturating_mul(u64::from(num_parallel));
+    let kv_all = kv_cache_bytes_total(model, context, kv, num_parallel);
     let need = model
         .weights_bytes
         .saturating_add(kv_all)
@@ -571,33 +671,84 @@ fn compute_major(cc: &str) -> Option<u32> {
     cc.trim().split('.').next()?.trim().parse().ok()
 }
 
+/// Whether a quantized KV cache takes effect on a backend: it needs flash
+/// attention, and Ollama silently falls back to f16 without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlashAttention {
+    Available,
+    /// Not known, assumed available (the reason says why).
+    Assumed(String),
+    /// Not known, not counted on: only f16 is sized (the reason says why).
+    Unknown(String),
+    /// Not available (the reason says why).
+    Unavailable(String),
+}
+
+impl FlashAttention {
+    /// Whether the search may count on a quantized KV cache.
+    pub fn usable(&self) -> bool {
+        matches!(self, FlashAttention::Available | FlashAttention::Assumed(_))
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            FlashAttention::Available => None,
+            FlashAttention::Assumed(r)
+            | FlashAttention::Unknown(r)
+            | FlashAttention::Unavailable(r) => Some(r),
+        }
+    }
+}
+
+/// `major.minor.patch` of an Ollama version (`0.11.4`, `v0.12.0-rc1`); None
+/// for what does not read as one (`0.0.0` is an unversioned build: unknown).
+pub fn parse_ollama_version(v: &str) -> Option<(u64, u64, u64)> {
+    let v = v.trim().trim_start_matches('v');
+    let core = v.split(['-', '+', ' ']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().flatten().unwrap_or(0);
+    let patch = parts.next().flatten().unwrap_or(0);
+    let parsed = (major, minor, patch);
+    (parsed != (0, 0, 0)).then_some(parsed)
+}
+
 /// Whether flash attention (needed for a quantized KV cache) is available on
 /// the backend, with the reason when it is worth saying.
-pub fn flash_attention(backend: Backend, hw: &HardwareFacts) -> (bool, Option<String>) {
+pub fn flash_attention(backend: Backend, hw: &HardwareFacts) -> FlashAttention {
     match backend {
-        Backend::Metal | Backend::Cpu => (true, None),
+        Backend::Metal => FlashAttention::Available,
+        Backend::Cpu => {
+            let since = CPU_FLASH_ATTENTION_SINCE;
+            let since_text = format!("{}.{}.{}", since.0, since.1, since.2);
+            match hw.ollama_version.as_deref() {
+                None => FlashAttention::Unknown(format!(
+                    "Ollama's version is unknown: on CPU a quantized KV cache takes effect only from Ollama {since_text} (0.11.4 turns flash attention off at load and allocates f16 whatever OLLAMA_KV_CACHE_TYPE says), so only f16 is counted there"
+                )),
+                Some(v) => match parse_ollama_version(v) {
+                    Some(parsed) if parsed >= since => FlashAttention::Available,
+                    Some(_) => FlashAttention::Unavailable(format!(
+                        "Ollama {v} on CPU has no flash attention: it allocates an f16 KV cache whatever OLLAMA_KV_CACHE_TYPE says (quantized types from Ollama {since_text}), so only f16 there"
+                    )),
+                    None => FlashAttention::Unknown(format!(
+                        "Ollama version {v:?} unreadable: on CPU a quantized KV cache takes effect only from Ollama {since_text}, so only f16 is counted there"
+                    )),
+                },
+            }
+        }
         Backend::Nvidia => match hw.nvidia_compute_capability.as_deref() {
-            None => (
-                true,
-                Some(
-                    "NVIDIA compute capability unknown: assuming flash attention (needs >= 7.0)"
-                        .to_string(),
-                ),
+            None => FlashAttention::Assumed(
+                "NVIDIA compute capability unknown: assuming flash attention (needs >= 7.0)"
+                    .to_string(),
             ),
             Some(cc) => match compute_major(cc) {
-                Some(major) if major >= 7 => (true, None),
-                Some(_) => (
-                    false,
-                    Some(format!(
-                        "NVIDIA compute capability {cc} < 7.0: no flash attention, so only the f16 KV cache"
-                    )),
-                ),
-                None => (
-                    true,
-                    Some(format!(
-                        "NVIDIA compute capability {cc:?} unreadable: assuming flash attention (needs >= 7.0)"
-                    )),
-                ),
+                Some(major) if major >= 7 => FlashAttention::Available,
+                Some(_) => FlashAttention::Unavailable(format!(
+                    "NVIDIA compute capability {cc} < 7.0: no flash attention, so only the f16 KV cache"
+                )),
+                None => FlashAttention::Assumed(format!(
+                    "NVIDIA compute capability {cc:?} unreadable: assuming flash attention (needs >= 7.0)"
+                )),
             },
         },
     }
@@ -673,6 +824,41 @@ fn env_for(c: &Candidate, num_parallel: u32) -> BTreeMap<String, String> {
     put("STACKPILOT_PROFILE", c.profile.as_str().to_string());
     put("COMPOSE_PROFILES", c.profile.compose_profiles().to_string());
     env
+}
+
+/// What the model's structure does to the arithmetic, one reason each: a
+/// mixture of experts (every expert resident), sliding-window layers (their
+/// cache bounded by the window), per-layer KV head counts.
+fn structure_reasons(model: &ModelFacts) -> Vec<String> {
+    let mut out = Vec::new();
+    if model.expert_count > 0 {
+        out.push(format!(
+            "{} is a mixture of experts ({} experts, {} used per token): every expert stays resident, so the weights term is the whole model, {}",
+            model.name,
+            model.expert_count,
+            model.expert_used_count,
+            gib(model.weights_bytes)
+        ));
+    }
+    if model.sliding_window > 0 {
+        let sliding = (0..model.layers)
+            .filter(|l| is_sliding_layer(model, *l))
+            .count();
+        out.push(format!(
+            "{}: {sliding} of {} layers use a {}-token sliding window: their KV cache holds num_parallel x {} + {OLLAMA_BATCH} tokens when the context is longer",
+            model.name, model.layers, model.sliding_window, model.sliding_window
+        ));
+    }
+    if !model.kv_heads_per_layer.is_empty() {
+        let total: u64 = (0..model.layers)
+            .map(|l| u64::from(layer_kv_heads(model, l)))
+            .sum();
+        out.push(format!(
+            "{}: KV heads per layer from the GGUF array ({total} over {} layers)",
+            model.name, model.layers
+        ));
+    }
+    out
 }
 
 /// Choose the profile, context, and KV cache type for `req`. Deterministic:
@@ -780,15 +966,17 @@ pub fn choose(req: &ProfileRequest) -> ProfileDecision {
         }
         wanted
     };
+    reasons.extend(structure_reasons(model));
     let mut contexts = vec![capped];
     contexts.extend(CONTEXT_STEPS.iter().copied().filter(|&c| c < capped));
 
     let mut closest: Option<Candidate> = None;
     for stage in &stages {
-        let (fa, fa_reason) = flash_attention(stage.backend, hw);
-        if let Some(r) = fa_reason {
-            reasons.push(r);
+        let fa_state = flash_attention(stage.backend, hw);
+        if let Some(r) = fa_state.reason() {
+            reasons.push(r.to_string());
         }
+        let fa = fa_state.usable();
         let order: Vec<KvCacheType> = stage
             .backend
             .kv_order()
@@ -901,18 +1089,25 @@ mod tests {
         }
     }
 
+    /// A CPU host whose Ollama (0.11.5, the first with flash attention on
+    /// CPU) can quantize the KV cache.
     fn cpu_host(total: u64, available: u64, cores: u32) -> HardwareFacts {
         HardwareFacts {
             memory_total_bytes: total,
             memory_available_bytes: available,
             logical_cores: cores,
+            ollama_version: Some("0.11.5".into()),
             ..HardwareFacts::default()
         }
     }
 
     fn req(m: &str, context: u32, hw: HardwareFacts) -> ProfileRequest {
+        req_facts(model(m), context, hw)
+    }
+
+    fn req_facts(m: ModelFacts, context: u32, hw: HardwareFacts) -> ProfileRequest {
         ProfileRequest {
-            model: model(m),
+            model: m,
             context_length: context,
             kv_cache_types: Vec::new(),
             num_parallel: 1,
@@ -1007,18 +1202,212 @@ mod tests {
         );
         assert_eq!(kv_cache_bytes(&m, 32_768, KvCacheType::Q4_0), GIB + GIB / 8);
         assert_eq!(kv_cache_bytes(&m, 131_072, KvCacheType::F16), 16 * GIB);
-        // Rounding is a ceiling: 2 × 1 × 1 × 1 × 1 × 9/16 = 1.125 → 2 bytes.
+        // Cells are padded to 256, as llama.cpp pads its cache (32, or 256
+        // with flash attention): 1 token costs 256 cells, 2 × 256 elements.
         let tiny = ModelFacts {
             name: "tiny".into(),
-            weights_bytes: 0,
             layers: 1,
             kv_heads: 1,
             head_dim: 1,
-            max_context: 1,
+            // No known maximum: nothing capped.
+            max_context: 0,
+            ..ModelFacts::default()
         };
-        assert_eq!(kv_cache_bytes(&tiny, 1, KvCacheType::Q4_0), 2);
-        assert_eq!(kv_cache_bytes(&tiny, 1, KvCacheType::Q8_0), 3);
+        assert_eq!(kv_cache_bytes(&tiny, 1, KvCacheType::F16), 1024);
+        assert_eq!(kv_cache_bytes(&tiny, 256, KvCacheType::F16), 1024);
+        assert_eq!(kv_cache_bytes(&tiny, 257, KvCacheType::F16), 2048);
+        assert_eq!(kv_cache_bytes(&tiny, 1, KvCacheType::Q4_0), 288);
+        assert_eq!(kv_cache_bytes(&tiny, 1, KvCacheType::Q8_0), 544);
         assert_eq!(kv_cache_bytes(&tiny, 0, KvCacheType::F16), 0);
+    }
+
+    #[test]
+    fn smollm2_kv_matches_what_llama_cpp_allocated() {
+        // SmolLM2-135M (30 layers, 3 KV heads of 64): the real Ollama 0.11.4
+        // logged `KV self size = 45.00 MiB` at 2048 and 180.00 MiB at 8192
+        // (docs/ollama-0.11.4-observed.md); 4096 x 2 slots is 8192 cells too.
+        let m = ModelFacts {
+            name: "smollm2:135m".into(),
+            weights_bytes: 98_362_432,
+            layers: 30,
+            kv_heads: 3,
+            head_dim: 64,
+            max_context: 8192,
+            ..ModelFacts::default()
+        };
+        assert_eq!(kv_cache_bytes(&m, 2048, KvCacheType::F16), 45 * MIB);
+        assert_eq!(kv_cache_bytes(&m, 8192, KvCacheType::F16), 180 * MIB);
+        assert_eq!(
+            kv_cache_bytes_total(&m, 4096, KvCacheType::F16, 2),
+            180 * MIB
+        );
+        // 32768 asked, 8192 trained: Ollama allocates 8192 (180.00 MiB, observed).
+        assert_eq!(kv_cache_bytes(&m, 32_768, KvCacheType::F16), 180 * MIB);
+        assert_eq!(
+            kv_cache_bytes_total(&m, 32_768, KvCacheType::F16, 2),
+            360 * MIB
+        );
+        // ggml's q8_0 is 34 bytes per 32 elements, q4_0 18 per 32.
+        assert_eq!(
+            kv_cache_bytes(&m, 8192, KvCacheType::Q8_0),
+            180 * MIB * 17 / 32
+        );
+        assert_eq!(
+            kv_cache_bytes(&m, 8192, KvCacheType::Q4_0),
+            180 * MIB * 9 / 32
+        );
+    }
+
+    #[test]
+    fn gemma3_sliding_layers_are_bounded_by_the_window() {
+        let m = model("gemma3:12b");
+        // 48 layers, every 6th global: 8 global, 40 sliding over 1024 tokens.
+        // A cell of one layer: 2 (K, V) x 8 heads x 256 x 2 bytes = 8 KiB.
+        assert_eq!((0..48).filter(|l| is_sliding_layer(&m, *l)).count(), 40);
+        assert!(!is_sliding_layer(&m, 5) && is_sliding_layer(&m, 6));
+        // 32K: 8 x 32768 x 8 KiB = 2 GiB global + 40 x (1024 + 512) x 8 KiB = 480 MiB.
+        assert_eq!(
+            kv_cache_bytes(&m, 32_768, KvCacheType::F16),
+            2 * GIB + 480 * MIB
+        );
+        // Without the window it would be 48 x 32768 x 8 KiB = 12 GiB.
+        let full = ModelFacts {
+            sliding_window: 0,
+            ..m.clone()
+        };
+        assert_eq!(kv_cache_bytes(&full, 32_768, KvCacheType::F16), 12 * GIB);
+        // 128K: 8 GiB global, the sliding part does not grow.
+        assert_eq!(
+            kv_cache_bytes(&m, 131_072, KvCacheType::F16),
+            8 * GIB + 480 * MIB
+        );
+        // Two slots: the global part doubles, the sliding part is 2 x 1024 + 512.
+        assert_eq!(
+            kv_cache_bytes_total(&m, 32_768, KvCacheType::F16, 2),
+            4 * GIB + 800 * MIB
+        );
+        // Below the window every layer holds the context.
+        assert_eq!(
+            kv_cache_bytes(&m, 512, KvCacheType::F16),
+            48 * 512 * 8 * 1024
+        );
+        // q8_0 scales the same cells.
+        assert_eq!(
+            kv_cache_bytes(&m, 32_768, KvCacheType::Q8_0),
+            (2 * GIB + 480 * MIB) * 17 / 32
+        );
+        let d = choose(&req("gemma3:12b", 131_072, nvidia(16 * GIB, "8.9")));
+        assert!(d
+            .reasons
+            .iter()
+            .any(|r| r.contains("40 of 48 layers use a 1024-token sliding window")));
+        // 8.1 GB of weights + 8.47 GiB KV f16 + 1 GiB > 16 GiB: q8_0 fits at 128K.
+        assert!(d.fits);
+        assert_eq!(
+            (d.context_length, d.kv_cache_type),
+            (131_072, KvCacheType::Q8_0)
+        );
+    }
+
+    #[test]
+    fn gpt_oss_keeps_4096_tokens_in_its_sliding_layers() {
+        let m = model("gpt-oss:20b");
+        // 24 layers, even ones slide; a cell: 2 x 8 heads x 64 x 2 bytes = 2 KiB.
+        // 128K: 12 x 131072 x 2 KiB = 3 GiB + 12 x (4096 + 512) x 2 KiB = 108 MiB.
+        assert_eq!(
+            kv_cache_bytes(&m, 131_072, KvCacheType::F16),
+            3 * GIB + 108 * MIB
+        );
+    }
+
+    #[test]
+    fn mixture_of_experts_weights_are_all_resident() {
+        let m = model("qwen3:30b");
+        let t = memory_table(
+            &m,
+            32_768,
+            KvCacheType::F16,
+            1,
+            Profile::Cpu,
+            &cpu_host(64 * GIB, 60 * GIB, 16),
+        );
+        // The whole 19 GB file, not the 3B active parameters' share.
+        assert_eq!(t.weights_bytes, 19_000_000_000);
+        // 48 layers x 4 KV heads x 128 x 2 x 2 bytes x 32768 = 3 GiB.
+        assert_eq!(t.kv_cache_bytes, 3 * GIB);
+        let d = choose(&req("qwen3:30b", 32_768, cpu_host(64 * GIB, 60 * GIB, 16)));
+        assert!(d.reasons.iter().any(|r| r
+            == "qwen3:30b is a mixture of experts (128 experts, 8 used per token): every expert stays resident, so the weights term is the whole model, 17.70 GiB"));
+    }
+
+    #[test]
+    fn per_layer_kv_heads_are_summed() {
+        let m = ModelFacts {
+            name: "hybrid".into(),
+            weights_bytes: GIB,
+            layers: 4,
+            kv_heads: 8,
+            head_dim: 128,
+            max_context: 8192,
+            // Two attention layers with 8 and 4 heads, two recurrent ones without a cache.
+            kv_heads_per_layer: vec![8, 0, 4, 0],
+            ..ModelFacts::default()
+        };
+        // 12 heads x 128 x 2 x 2 bytes x 8192.
+        assert_eq!(
+            kv_cache_bytes(&m, 8192, KvCacheType::F16),
+            12 * 128 * 4 * 8192
+        );
+        let d = choose(&req_facts(m, 8192, cpu_host(64 * GIB, 60 * GIB, 16)));
+        assert!(d
+            .reasons
+            .iter()
+            .any(|r| r == "hybrid: KV heads per layer from the GGUF array (12 over 4 layers)"));
+    }
+
+    #[test]
+    fn cpu_quantizes_the_kv_cache_only_from_ollama_0_11_5() {
+        let old = HardwareFacts {
+            ollama_version: Some("0.11.4".into()),
+            ..cpu_host(32 * GIB, 10 * GIB, 8)
+        };
+        let d = choose(&req("llama3.1:8b", 131_072, old));
+        assert!(d
+            .reasons
+            .iter()
+            .any(|r| r.contains("Ollama 0.11.4 on CPU has no flash attention")));
+        assert!(!d
+            .reasons
+            .iter()
+            .any(|r| r.contains("with q8_0") || r.contains("with q4_0")));
+        assert_eq!(d.kv_cache_type, KvCacheType::F16);
+        assert_eq!(d.env["OLLAMA_FLASH_ATTENTION"], "0");
+        // Unknown version: f16 only too, saying why.
+        let unknown = HardwareFacts {
+            ollama_version: None,
+            ..cpu_host(32 * GIB, 10 * GIB, 8)
+        };
+        let d = choose(&req("llama3.1:8b", 131_072, unknown));
+        assert!(d
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("Ollama's version is unknown")));
+        assert_eq!(d.kv_cache_type, KvCacheType::F16);
+        // 0.11.5 and later: the quantized types are tried.
+        let new = cpu_host(32 * GIB, 10 * GIB, 8);
+        let d = choose(&req("llama3.1:8b", 131_072, new));
+        assert!(d.reasons.iter().any(|r| r.contains("with q4_0")));
+    }
+
+    #[test]
+    fn ollama_versions_parse() {
+        assert_eq!(parse_ollama_version("0.11.4"), Some((0, 11, 4)));
+        assert_eq!(parse_ollama_version("v0.12.0-rc1"), Some((0, 12, 0)));
+        assert_eq!(parse_ollama_version("0.13"), Some((0, 13, 0)));
+        assert_eq!(parse_ollama_version("0.0.0"), None);
+        assert_eq!(parse_ollama_version("dev"), None);
+        assert!(parse_ollama_version("0.11.5") >= Some(CPU_FLASH_ATTENTION_SINCE));
+        assert!(parse_ollama_version("0.11.4") < Some(CPU_FLASH_ATTENTION_SINCE));
     }
 
     #[test]
@@ -1578,6 +1967,7 @@ mod tests {
                 memory_available_bytes: 50 * GIB,
                 cgroup_memory_limit_bytes: Some(20 * GIB),
                 logical_cores: 3,
+                ollama_version: None,
             }
         );
         let mut r = report();

@@ -1,7 +1,9 @@
 //! select_profile: a deterministic deployment profile and Ollama settings for
 //! a model on this (or a described) machine. Read-only unless `write_env`.
 //!
-//! 1. Resolve the model: a catalogue name, or explicit GGUF facts.
+//! 1. Resolve the model: a name (the local model's own metadata from Ollama's
+//!    `/api/show` when Ollama has it, else the built-in catalogue), explicit
+//!    GGUF facts, or a GGUF file whose header is read.
 //! 2. Resolve the hardware: the `hardware` override, or detect_hardware.
 //! 3. Choose: the memory model searches profile, KV cache type and context.
 //! 4. With `write_env`: plan the .env keys it owns (set / unchanged /
@@ -28,21 +30,47 @@ use crate::tools::def::{self, Hints, ToolDef};
 pub const MAX_CONTEXT: u32 = 1 << 20;
 pub const MAX_PARALLEL: u32 = 64;
 
-/// A catalogue name (`llama3.1:8b`) or the model's GGUF facts.
+/// A model name (`llama3.1:8b`), the model's GGUF facts, or a GGUF file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ModelSpec {
-    /// A name from the built-in catalogue.
+    /// A model Ollama has (its /api/show metadata) or one of the built-in catalogue.
     Name(String),
+    /// A GGUF file on this machine: the facts come from its header.
+    Gguf(GgufSpec),
     /// Explicit facts for a model the catalogue does not know.
     Facts(ModelFacts),
+}
+
+/// `{"gguf": "/abs/path/model.gguf"}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GgufSpec {
+    /// Absolute path of a `.gguf` file on the machine stackpilot runs on; only
+    /// its header (metadata, tensor shapes) is read.
+    pub gguf: String,
+}
+
+/// Where the model's facts came from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSource {
+    /// Ollama has the model: `/api/show`'s GGUF metadata and `/api/tags`' size.
+    ApiShow,
+    /// The built-in catalogue.
+    Catalogue,
+    /// A GGUF file's header (weights: the file's size).
+    GgufFile,
+    /// The facts given in `model`.
+    Given,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
-    /// The model to serve: a catalogue name such as `llama3.1:8b`, or an object with
-    /// name, weights_bytes, layers, kv_heads, head_dim, max_context.
+    /// The model to serve: a name such as `llama3.1:8b` (Ollama's own metadata when it has
+    /// the model, else the built-in catalogue), `{"gguf": "/abs/path/model.gguf"}`, or an
+    /// object with name, weights_bytes, layers, kv_heads, head_dim, max_context.
     #[schemars(with = "ModelSpec")]
     pub model: Value,
     /// Context length wanted, in tokens (512 to 1048576). Default 32768. Capped at the model's maximum.
@@ -81,6 +109,8 @@ pub struct Output {
     pub decision: ProfileDecision,
     /// The model facts used.
     pub model: ModelFacts,
+    /// Where they came from: api_show, catalogue, gguf_file or given.
+    pub model_source: ModelSource,
     /// `override` when `hardware` was given, else `detected`.
     pub hardware_source: String,
     pub hardware: HardwareFacts,
@@ -95,9 +125,10 @@ pub static TOOL: ToolDef = ToolDef {
     description:
         "Choose the deployment profile (standard, analysis, cpu, apple-metal, cpu-small-server), \
         context length and Ollama KV cache type that fit a model on this machine (or on \
-        `hardware`), with the memory table and the rules that fired. Deterministic. `write_env` \
-        writes the keys into the stack's .env; overwriting a different value asks for \
-        confirmation. Use before compose_up or pull_model.",
+        `hardware`), with the memory table and the rules that fired. The model: a name (Ollama's \
+        own metadata when it has it, else the built-in catalogue), a GGUF file, or explicit \
+        facts. Deterministic. `write_env` writes the keys into the stack's .env; overwriting a \
+        different value asks for confirmation. Use before compose_up or pull_model.",
     hints: Hints {
         read_only: false,
         destructive: true,
@@ -110,7 +141,51 @@ pub static TOOL: ToolDef = ToolDef {
     run: |call, args| Box::pin(run(call, args)),
 };
 
-fn resolve_model(spec: Value) -> Result<ModelFacts, ToolError> {
+/// The facts of a model Ollama has locally (None: no Ollama, or not there).
+async fn local_facts(call: &Call, name: &str) -> Option<(ModelFacts, String)> {
+    let parsed = crate::domain::models::name::ModelName::parse("model", name).ok()?;
+    let endpoint = crate::tools::models::endpoint::resolve(&call.app).await;
+    let ollama = crate::adapters::ollama::Ollama::connect(&endpoint)
+        .await
+        .ok()?;
+    let tags = ollama.tags().await.ok()?;
+    let listed = tags.into_iter().find(|t| parsed.matches(&t.name))?;
+    let facts = ollama.model_facts(&listed.name, listed.size).await.ok()??;
+    Some((facts, ollama.version.clone()))
+}
+
+/// Reads a GGUF file's header into facts (`model.gguf` names the field).
+fn gguf_facts(path: &str) -> Result<ModelFacts, ToolError> {
+    let p = std::path::Path::new(path);
+    if path.len() > 4096 || path.chars().any(|c| c.is_control()) || !p.is_absolute() {
+        return Err(ToolError::invalid(
+            "model.gguf",
+            "must be an absolute path without control characters",
+        ));
+    }
+    if p.extension().and_then(|e| e.to_str()) != Some("gguf") {
+        return Err(ToolError::invalid("model.gguf", "must name a .gguf file"));
+    }
+    let file = crate::adapters::gguf_file::read(p, 1024)
+        .map_err(|e| ToolError::invalid("model.gguf", format!("{path}: {e}")))?;
+    let name = p
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_string();
+    crate::domain::models::facts::from_metadata(&name, file.file_bytes, &file.gguf.model_info())
+        .map_err(|e| {
+            ToolError::invalid(
+                "model.gguf",
+                format!("{path} is GGUF but not a model the memory model can size: {e}"),
+            )
+        })
+}
+
+async fn resolve_model(
+    call: &Call,
+    spec: Value,
+) -> Result<(ModelFacts, ModelSource, Option<String>), ToolError> {
     match spec {
         Value::String(name) => {
             if name.len() > 200 || name.chars().any(|c| c.is_control()) {
@@ -119,15 +194,27 @@ fn resolve_model(spec: Value) -> Result<ModelFacts, ToolError> {
                     "name too long or contains control characters",
                 ));
             }
-            model_catalogue::lookup(&name).ok_or_else(|| {
-                ToolError::invalid(
-                    "model",
-                    format!(
-                        "`{name}` is not in the catalogue; give its facts as an object instead"
-                    ),
-                )
-                .allowed(model_catalogue::names())
-            })
+            if let Some((facts, version)) = local_facts(call, &name).await {
+                return Ok((facts, ModelSource::ApiShow, Some(version)));
+            }
+            model_catalogue::lookup(&name)
+                .map(|f| (f, ModelSource::Catalogue, None))
+                .ok_or_else(|| {
+                    ToolError::invalid(
+                        "model",
+                        format!(
+                            "`{name}` is neither in Ollama nor in the catalogue; pull it first, or give its facts as an object or {{\"gguf\": \"/path/model.gguf\"}}"
+                        ),
+                    )
+                    .allowed(model_catalogue::names())
+                })
+        }
+        Value::Object(o) if o.contains_key("gguf") => {
+            let spec: GgufSpec = def::parse_args(Value::Object(o)).map_err(|mut e| {
+                e.field = Some(format!("model.{}", e.field.unwrap_or_default()));
+                e
+            })?;
+            Ok((gguf_facts(&spec.gguf)?, ModelSource::GgufFile, None))
         }
         Value::Object(_) => {
             let facts: ModelFacts = def::parse_args(spec).map_err(|mut e| {
@@ -159,7 +246,25 @@ fn resolve_model(spec: Value) -> Result<ModelFacts, ToolError> {
                     ));
                 }
             }
-            Ok(facts)
+            if !facts.kv_heads_per_layer.is_empty()
+                && facts.kv_heads_per_layer.len() != facts.layers as usize
+            {
+                return Err(ToolError::invalid(
+                    "model.kv_heads_per_layer",
+                    format!(
+                        "has {} entries for {} layers",
+                        facts.kv_heads_per_layer.len(),
+                        facts.layers
+                    ),
+                ));
+            }
+            if facts.expert_used_count > facts.expert_count {
+                return Err(ToolError::invalid(
+                    "model.expert_used_count",
+                    "is larger than model.expert_count",
+                ));
+            }
+            Ok((facts, ModelSource::Given, None))
         }
         _ => Err(ToolError::invalid(
             "model",
@@ -206,7 +311,7 @@ fn check_hardware(hw: &HardwareFacts) -> Result<(), ToolError> {
 
 async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     let input: Input = def::parse_args(args)?;
-    let model = resolve_model(input.model)?;
+    let (model, model_source, local_version) = resolve_model(&call, input.model).await?;
     let context_length = input.context_length.unwrap_or(32_768);
     if !(512..=MAX_CONTEXT).contains(&context_length) {
         return Err(ToolError::invalid(
@@ -252,7 +357,12 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         }
         None => {
             let report = crate::tools::hardware::detect_hardware::detect(&call, false).await?;
-            (HardwareFacts::from(&report), "detected")
+            let mut hw = HardwareFacts::from(&report);
+            // The Ollama that has the model is the one that will run it.
+            if local_version.is_some() {
+                hw.ollama_version = local_version;
+            }
+            (hw, "detected")
         }
     };
 
@@ -267,6 +377,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     let mut output = Output {
         decision,
         model,
+        model_source,
         hardware_source: source.into(),
         hardware,
         env_file: None,

@@ -11,7 +11,10 @@
 //!    `/api/pull`: each status line and each layer's completed/total becomes
 //!    a progress notification, at most 10 a second and at least one a second.
 //! 4. Cancellation closes the stream. Ollama keeps the layers it has, and the
-//!    next pull resumes from them; the result says how many bytes were resumed.
+//!    next pull resumes from them; the result says how many bytes were resumed:
+//!    whole layers Ollama already had (it reports those with one line, complete),
+//!    and the partial layers of a pull stackpilot saw stop (recorded in the
+//!    state dir: Ollama's stream does not say how much of a layer it had).
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::adapters::ollama::{self, Ollama, PullEvent, PullStream};
+use crate::adapters::pull_parts;
 use crate::domain::error::{ErrorKind, ToolError};
 use crate::domain::models::catalogue::{self as model_catalogue, ModelFacts};
 use crate::domain::models::memory::{
@@ -39,6 +43,12 @@ pub const FIT_CONTEXT: u32 = 32_768;
 pub const MAX_PER_SECOND: usize = 10;
 /// Byte counts alone are sent at most this often; status changes go at once.
 pub const BYTES_EVERY: Duration = Duration::from_millis(500);
+/// How far a notification without new bytes moves `progress` up: 1/1024 of a
+/// byte, exact in binary and visible in the JSON. (The smallest f64 step, the
+/// first choice, does not survive JSON: serde_json's default float parser,
+/// which rmcp's clients use, reads 98362534.00000001 back as 98362534.0, so
+/// a client saw two equal values when the real Ollama paused between blobs.)
+pub const PROGRESS_STEP: f64 = 1.0 / 1024.0;
 /// Silence longer than this gets a heartbeat notification.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -116,7 +126,9 @@ pub struct Output {
     pub layers: u32,
     /// Sum of the layers' sizes, bytes.
     pub bytes_total: u64,
-    /// Bytes Ollama already had when the pull started (earlier partial pulls).
+    /// Bytes Ollama already had when the pull started: whole layers, and partial
+    /// layers left by a pull stackpilot saw stop (at least what it saw completed);
+    /// a partial layer left by another client counts as transferred.
     pub bytes_resumed: u64,
     /// Bytes completed in this pull.
     pub bytes_transferred: u64,
@@ -159,18 +171,23 @@ fn gib(bytes: u64) -> String {
 }
 
 /// Fit of `facts` here, as select_profile would decide it with its defaults.
+/// `ollama_version`: the Ollama the model goes into (whether its CPU backend
+/// can quantize the KV cache depends on it).
 async fn fit_of(
     call: &Call,
     facts: ModelFacts,
     source: FactsSource,
+    ollama_version: &str,
 ) -> Result<FitCheck, ToolError> {
     let report = crate::tools::hardware::detect_hardware::detect(call, false).await?;
+    let mut hardware = HardwareFacts::from(&report);
+    hardware.ollama_version = Some(ollama_version.to_string());
     let decision = memory_model::choose(&ProfileRequest {
         model: facts.clone(),
         context_length: FIT_CONTEXT,
         kv_cache_types: KvCacheType::ALL.to_vec(),
         num_parallel: 1,
-        hardware: HardwareFacts::from(&report),
+        hardware,
     });
     Ok(FitCheck {
         source,
@@ -205,9 +222,10 @@ async fn local_fit(
     ollama: &Ollama,
     listed: &ollama::TagModel,
 ) -> Result<Option<FitCheck>, ToolError> {
-    let info = ollama.show(&listed.name).await?;
-    match ollama::facts_from_model_info(&listed.name, listed.size, &info.model_info) {
-        Some(facts) => Ok(Some(fit_of(call, facts, FactsSource::ApiShow).await?)),
+    match ollama.model_facts(&listed.name, listed.size).await? {
+        Some(facts) => Ok(Some(
+            fit_of(call, facts, FactsSource::ApiShow, &ollama.version).await?,
+        )),
         None => Ok(None),
     }
 }
@@ -225,7 +243,10 @@ async fn preflight(
         }
     }
     match model_catalogue::lookup(name.as_str()) {
-        Some(facts) => Ok((fit_of(call, facts, FactsSource::Catalogue).await?, local)),
+        Some(facts) => Ok((
+            fit_of(call, facts, FactsSource::Catalogue, &ollama.version).await?,
+            local,
+        )),
         None => Ok((
             unknown_fit(
                 name,
@@ -328,8 +349,17 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     };
 
     let started = Instant::now();
+    let state_dir = call.app.stack.state_dir.clone();
+    let mut pulled = Pulled::resuming(pull_parts::load(&state_dir, &ollama.url));
     let stream = ollama.pull(name.as_str(), input.insecure).await?;
-    let pulled = follow(&call, stream, call.progress.as_ref()).await?;
+    let followed = follow(&call, stream, call.progress.as_ref(), &mut pulled).await;
+    // What is left unfinished is remembered, so the next pull can say what it resumed.
+    let (partial, finished) = pulled.partial_and_finished();
+    if !partial.is_empty() || !pulled.known.is_empty() {
+        pull_parts::update(&state_dir, &ollama.url, &partial, &finished);
+    }
+    followed?;
+    let resumed = pulled.resumed();
     let duration_s = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
 
     let mut out = Output {
@@ -347,8 +377,8 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         duration_s,
         layers: pulled.layers.len() as u32,
         bytes_total: pulled.total(),
-        bytes_resumed: pulled.resumed,
-        bytes_transferred: pulled.completed().saturating_sub(pulled.resumed),
+        bytes_resumed: resumed,
+        bytes_transferred: pulled.completed().saturating_sub(resumed),
         progress_notifications: pulled.notifications,
         fits: preflight.fits,
         preflight,
@@ -411,19 +441,31 @@ fn to_reply(out: Output) -> Result<Reply, ToolError> {
 struct Layer {
     total: u64,
     completed: u64,
+    /// `completed` of its first line.
+    first: Option<u64>,
+    /// Lines that named it.
+    lines: u32,
 }
 
 /// What a followed pull saw.
 #[derive(Debug, Default)]
 pub struct Pulled {
     layers: BTreeMap<String, Layer>,
-    resumed: u64,
+    /// Partial layers a pull stackpilot saw stop had reached (digest -> bytes).
+    known: BTreeMap<String, u64>,
     status: String,
     cancelled: bool,
     notifications: u32,
 }
 
 impl Pulled {
+    fn resuming(known: BTreeMap<String, u64>) -> Self {
+        Self {
+            known,
+            ..Self::default()
+        }
+    }
+
     fn total(&self) -> u64 {
         self.layers.values().map(|l| l.total).sum()
     }
@@ -432,19 +474,51 @@ impl Pulled {
         self.layers.values().map(|l| l.completed).sum()
     }
 
+    /// Bytes Ollama had before this pull. A layer it already has is reported
+    /// once, complete (Ollama's cache hit); one it downloads is reported every
+    /// 60 ms, the first time already with what came in those 60 ms, so for a
+    /// partial layer only what a stopped pull of ours saw counts.
+    fn resumed(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|(digest, l)| {
+                if l.lines == 1 && l.total > 0 && l.first == Some(l.total) {
+                    l.total
+                } else {
+                    self.known
+                        .get(digest)
+                        .copied()
+                        .unwrap_or(0)
+                        .min(l.first.unwrap_or(0))
+                }
+            })
+            .sum()
+    }
+
+    /// (layers left unfinished with their bytes, layers finished).
+    fn partial_and_finished(&self) -> (BTreeMap<String, u64>, Vec<String>) {
+        let mut partial = BTreeMap::new();
+        let mut finished = Vec::new();
+        for (d, l) in &self.layers {
+            if l.total > 0 && l.completed >= l.total {
+                finished.push(d.clone());
+            } else if l.completed > 0 {
+                partial.insert(d.clone(), l.completed);
+            }
+        }
+        (partial, finished)
+    }
+
     fn apply(&mut self, e: &PullEvent) {
         self.status = e.status.clone();
         if let Some(digest) = &e.digest {
-            let first = !self.layers.contains_key(digest);
             let layer = self.layers.entry(digest.clone()).or_default();
             if let Some(t) = e.total {
                 layer.total = layer.total.max(t);
             }
             let c = e.completed.unwrap_or(0);
-            if first {
-                // What Ollama already had: finished blobs, or partial parts.
-                self.resumed += c;
-            }
+            layer.lines += 1;
+            layer.first.get_or_insert(c);
             layer.completed = layer.completed.max(c).min(layer.total.max(c));
         }
     }
@@ -470,8 +544,7 @@ impl Pulled {
 /// changes at once, byte counts every `BYTES_EVERY`, a heartbeat after
 /// `HEARTBEAT` of silence. MCP wants `progress` to increase with every
 /// notification: it is the bytes completed, and a notification that brings
-/// no new bytes (a status change, a heartbeat) moves it up by the smallest
-/// step an f64 has.
+/// no new bytes (a status change, a heartbeat) moves it up by `PROGRESS_STEP`.
 struct Throttle {
     sent: VecDeque<Instant>,
     last_sent: Instant,
@@ -522,7 +595,7 @@ impl Throttle {
         let bytes = state.completed();
         let mut value = bytes as f64;
         if value <= self.last_progress {
-            value = self.last_progress.next_up();
+            value = (self.last_progress + PROGRESS_STEP).max(self.last_progress.next_up());
         }
         // The total grows as Ollama announces layers; unknown until the first.
         let total = (state.total() > 0).then(|| (state.total() as f64).max(value));
@@ -548,16 +621,17 @@ impl Throttle {
     }
 }
 
-/// Reads the stream to its end (or until cancelled), reporting progress.
+/// Reads the stream to its end (or until cancelled) into `state`, reporting
+/// progress. On an error line, `state` holds what came before it.
 pub async fn follow(
     call: &Call,
     mut stream: PullStream,
     progress: &dyn Progress,
-) -> Result<Pulled, ToolError> {
-    let mut state = Pulled::default();
+    state: &mut Pulled,
+) -> Result<(), ToolError> {
     let mut throttle = Throttle::new(Instant::now());
     loop {
-        let due = throttle.due(&state, Instant::now());
+        let due = throttle.due(state, Instant::now());
         tokio::select! {
             biased;
             _ = call.ct.cancelled() => {
@@ -568,8 +642,8 @@ pub async fn follow(
                 Some(event) => {
                     state.apply(&event);
                     let now = Instant::now();
-                    if throttle.due(&state, now) <= now {
-                        throttle.send(&state, progress, now);
+                    if throttle.due(state, now) <= now {
+                        throttle.send(state, progress, now);
                         state.notifications += 1;
                     }
                 }
@@ -577,49 +651,79 @@ pub async fn follow(
             },
             _ = tokio::time::sleep_until(due.into()) => {
                 let now = Instant::now();
-                throttle.send(&state, progress, now);
+                throttle.send(state, progress, now);
                 state.notifications += 1;
             }
         }
     }
     // Dropping the stream closes the connection: on cancel, Ollama stops and keeps its parts.
     drop(stream);
-    if !state.cancelled && throttle.pending(&state) {
+    if !state.cancelled && throttle.pending(state) {
         // The last status (`success`) goes out too, within the rate limit.
         let at = throttle.window_free_at(Instant::now());
         tokio::time::sleep_until(at.into()).await;
-        throttle.send(&state, progress, Instant::now());
+        throttle.send(state, progress, Instant::now());
         state.notifications += 1;
     }
-    Ok(state)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn resumed_bytes_are_what_the_first_line_of_a_layer_says() {
-        let mut p = Pulled::default();
-        let ev = |d: &str, t: u64, c: Option<u64>| PullEvent {
+    fn ev(d: &str, t: u64, c: Option<u64>) -> PullEvent {
+        PullEvent {
             status: format!("pulling {d}"),
             digest: Some(format!("sha256:{d}")),
             total: Some(t),
             completed: c,
-        };
+        }
+    }
+
+    #[test]
+    fn resumed_bytes_as_the_real_stream_shows_them() {
+        // As Ollama 0.11.4 streams it: a layer it already has comes once,
+        // complete; one it downloads comes every 60 ms, the first time already
+        // with what those 60 ms brought (29 MB on loopback).
+        let mut p = Pulled::resuming(BTreeMap::from([("sha256:cc".to_string(), 19_000_000u64)]));
         p.apply(&PullEvent {
             status: "pulling manifest".into(),
             digest: None,
             total: None,
             completed: None,
         });
-        p.apply(&ev("aa", 100, Some(40)));
         p.apply(&ev("aa", 100, Some(100)));
-        p.apply(&ev("bb", 50, None));
-        p.apply(&ev("bb", 50, Some(50)));
-        assert_eq!((p.total(), p.completed(), p.resumed), (150, 150, 40));
-        assert_eq!(p.layers.len(), 2);
-        assert!(p.message().starts_with("pulling bb: "));
+        for c in [29_000_000, 46_000_000, 98_000_000] {
+            p.apply(&ev("bb", 98_000_000, Some(c)));
+        }
+        // A partial layer a stopped pull of ours had taken to 19 MB.
+        for c in [42_000_000, 98_000_000] {
+            p.apply(&ev("cc", 98_000_000, Some(c)));
+        }
+        // A tiny layer downloaded now: many lines, complete from the first.
+        for _ in 0..5 {
+            p.apply(&ev("dd", 59, Some(59)));
+        }
+        assert_eq!(p.resumed(), 100 + 19_000_000);
+        assert_eq!(p.total(), 100 + 2 * 98_000_000 + 59);
+        assert_eq!(p.completed(), p.total());
+        let (partial, finished) = p.partial_and_finished();
+        assert!(partial.is_empty());
+        assert_eq!(finished.len(), 4);
+        assert!(p.message().starts_with("pulling dd: "));
+    }
+
+    #[test]
+    fn an_unfinished_layer_is_remembered_with_its_bytes() {
+        let mut p = Pulled::default();
+        p.apply(&ev("aa", 100, Some(100)));
+        p.apply(&ev("bb", 1000, Some(400)));
+        p.apply(&ev("cc", 50, None));
+        let (partial, finished) = p.partial_and_finished();
+        assert_eq!(partial, BTreeMap::from([("sha256:bb".to_string(), 400u64)]));
+        assert_eq!(finished, ["sha256:aa"]);
+        assert_eq!(p.resumed(), 100);
     }
 
     type Report = (f64, Option<f64>, Option<String>);
@@ -663,5 +767,29 @@ mod tests {
         assert_eq!(th.due(&st, later), later + HEARTBEAT);
         let v = rec.0.lock().expect("lock");
         assert!(v.windows(2).all(|w| w[1].0 > w[0].0), "strictly increasing");
+        // Still increasing once written as JSON and read back by serde_json.
+        let back: Vec<f64> = v
+            .iter()
+            .map(|(p, _, _)| {
+                serde_json::from_str(&serde_json::to_string(p).expect("json")).expect("f64")
+            })
+            .collect();
+        assert!(back.windows(2).all(|w| w[1] > w[0]), "{back:?}");
+        drop(v);
+        let mut big = Throttle::new(start);
+        let mut st = Pulled::default();
+        st.apply(&PullEvent {
+            status: "pulling x".into(),
+            digest: Some("sha256:x".into()),
+            total: Some(98_362_534),
+            completed: Some(98_362_534),
+        });
+        big.send(&st, &rec, start);
+        big.send(&st, &rec, start + HEARTBEAT);
+        let all = rec.0.lock().expect("lock");
+        let (a, b) = (all[all.len() - 2].0, all[all.len() - 1].0);
+        let b_back: f64 =
+            serde_json::from_str(&serde_json::to_string(&b).expect("json")).expect("f64");
+        assert!(b_back > a, "{a} then {b} ({b_back} after JSON)");
     }
 }

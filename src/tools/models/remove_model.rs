@@ -6,7 +6,10 @@
 //! 2. Plan from `/api/tags` and `/api/ps`: one `remove` step with the
 //!    model's digest and size (data loss), noting when it is loaded (it is
 //!    unloaded first). An absent model is a plan with no steps: nothing to do.
-//! 3. Guard; then unload (`/api/generate` with `keep_alive: 0`) if loaded,
+//! 3. Guard; then, if loaded, unload it (`/api/generate` with `keep_alive: 0`)
+//!    and wait until `/api/ps` no longer lists it: Ollama's DELETE alone
+//!    removes the files but leaves a loaded model in memory, its runner
+//!    running (observed on 0.11.4; `ollama rm` unloads first too). Then
 //!    `DELETE /api/delete`, and check `/api/tags` no longer lists it.
 use std::sync::Arc;
 
@@ -22,6 +25,9 @@ use crate::guard::token::{ConfirmedBy, Guarded};
 use crate::guard::{Call, Gate, Reply};
 use crate::tools::def::{self, Hints, ToolDef};
 use crate::tools::models::endpoint;
+
+/// How long a loaded model may take to leave `/api/ps` after its unload.
+pub const UNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -45,7 +51,7 @@ pub struct Output {
     pub freed_bytes: u64,
     /// It was loaded in memory.
     pub was_loaded: bool,
-    /// It was unloaded before the delete.
+    /// It was unloaded before the delete (and /api/ps no longer listed it).
     pub unloaded: bool,
     pub message: String,
     pub plan: Plan,
@@ -56,10 +62,10 @@ pub static TOOL: ToolDef = ToolDef {
     name: "remove_model",
     title: "Remove an Ollama model",
     description:
-        "Delete a model from Ollama, unloading it first if it is loaded. Destructive: the model \
-        must be pulled again to be used, so the plan (model, digest, size) needs confirmation. A \
-        model that is not there changes nothing. Use to free disk; list_models shows what is \
-        installed.",
+        "Delete a model from Ollama, unloading it first if it is loaded (and waiting until \
+        /api/ps no longer lists it). Destructive: the model must be pulled again to be used, so \
+        the plan (model, digest, size) needs confirmation. A model that is not there changes \
+        nothing. Use to free disk; list_models shows what is installed.",
     hints: Hints {
         read_only: false,
         destructive: true,
@@ -168,6 +174,16 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     let mut unloaded = false;
     if let Some(p) = &loaded {
         ollama.unload(&p.name).await?;
+        if !ollama.wait_unloaded(&p.name, UNLOAD_TIMEOUT).await? {
+            return Err(ToolError::external(format!(
+                "Ollama at {} still lists {} as loaded {} s after the unload: nothing was deleted",
+                ollama.url,
+                p.name,
+                UNLOAD_TIMEOUT.as_secs()
+            ))
+            .evidence("POST /api/generate {keep_alive: 0} answered; GET /api/ps still lists it")
+            .next_step("run list_models to see what is loaded (a long request may hold it), then call remove_model again"));
+        }
         unloaded = true;
     }
     let existed = ollama.delete(&listed.name).await?;

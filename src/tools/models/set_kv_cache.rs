@@ -8,7 +8,10 @@
 //! 2. Read the current settings (the container's environment, the unit's
 //!    environment, or launchctl getenv) and work out the new ones: a
 //!    quantized type also sets OLLAMA_FLASH_ATTENTION=1, and is refused where
-//!    this hardware has no flash attention.
+//!    that Ollama on this hardware has no flash attention (NVIDIA below
+//!    compute capability 7.0; CPU with Ollama before 0.11.5, which turns flash
+//!    attention off at load and allocates f16 whatever it is told, so the
+//!    change would report success and change nothing).
 //! 3. The memory effect for the loaded model (or `model`, or the .env's
 //!    OLLAMA_MODEL), through select_profile's memory model.
 //! 4. Compose: render the new .env into a scratch file and ask compose what
@@ -20,7 +23,9 @@
 //!    recreated as it was); systemd writes the drop-in, daemon-reload and
 //!    restart (rolled back the same way); launchd `launchctl setenv`.
 //! 7. Verify: the environment (container or unit), Ollama's `server config`
-//!    startup line, a warm-up load and /api/ps; each check is reported.
+//!    startup line, a warm-up load, /api/ps, and the KV cache llama.cpp
+//!    allocated for that load (its `KV self size ... K (type)` log line, which
+//!    must show the type asked for); each check is reported.
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -37,6 +42,7 @@ use crate::domain::env::EnvFile;
 use crate::domain::error::{ErrorKind, ToolError};
 use crate::domain::models::catalogue::{self as model_catalogue, ModelFacts};
 use crate::domain::models::kv_effect::{self, KvMemoryEffect, KvSetting};
+use crate::domain::models::kv_log;
 use crate::domain::models::memory::{self as memory_model, HardwareFacts, KvCacheType, Profile};
 use crate::domain::plan::{Plan, PlanStep, StepCost};
 use crate::domain::stack_model::{Role, ServiceModel};
@@ -174,7 +180,7 @@ impl Settings {
 /// One check made after the change.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Verification {
-    /// `environment`, `startup_log`, `reachable`, `warm_up`, `api_ps`.
+    /// `environment`, `startup_log`, `reachable`, `warm_up`, `api_ps`, `kv_cache`.
     pub check: String,
     /// `ok`, `failed`, or `skipped` (with the reason).
     pub status: String,
@@ -216,9 +222,11 @@ pub static TOOL: ToolDef = ToolDef {
     description:
         "Set Ollama's KV cache type (f16, q8_0, q4_0), context length and parallel slots where \
         that Ollama is configured (the stack's .env and ollama service, a systemd drop-in, or \
-        launchd), then verify that Ollama runs with them. The plan shows the current and new \
-        settings and the memory effect; restarting Ollama unloads its models, so it is always \
-        confirmed. Use to fit a longer context or more parallel requests in memory.",
+        launchd), then verify that Ollama runs with them and that llama.cpp allocated the type \
+        asked for. A quantized type is refused where that Ollama has no flash attention. The \
+        plan shows the current and new settings and the memory effect; restarting Ollama \
+        unloads its models, so it is always confirmed. Use to fit a longer context or more \
+        parallel requests in memory.",
     hints: Hints {
         read_only: false,
         destructive: true,
@@ -451,15 +459,11 @@ async fn model_facts(
     if let Some(o) = ollama {
         if let Ok(tags) = o.tags().await {
             if let Some(t) = tags.iter().find(|t| t.name == name || t.model == name) {
-                if let Ok(info) = o.show(&t.name).await {
-                    if let Some(f) =
-                        ollama::facts_from_model_info(&t.name, t.size, &info.model_info)
-                    {
-                        return (
-                            Some(f),
-                            Some(format!("{name} ({why}; facts from /api/show)")),
-                        );
-                    }
+                if let Ok(Some(f)) = o.model_facts(&t.name, t.size).await {
+                    return (
+                        Some(f),
+                        Some(format!("{name} ({why}; facts from /api/show)")),
+                    );
                 }
             }
         }
@@ -575,7 +579,12 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         let current = current_settings(&call, &place).await?;
         let mut warnings = Vec::new();
         let report = crate::tools::hardware::detect_hardware::detect(&call, false).await?;
-        let hw = HardwareFacts::from(&report);
+        let mut hw = HardwareFacts::from(&report);
+        // The Ollama being changed says which version it is (its CPU backend
+        // quantizes the KV cache only from 0.11.5).
+        let endpoint = endpoint_for(&call, &place).await;
+        let client = Ollama::connect(&endpoint).await;
+        hw.ollama_version = client.as_ref().ok().map(|o| o.version.clone());
         let profile = match &place {
             Where::Compose { service, .. } if !service.gpu => Profile::Cpu,
             _ => memory_model::primary_profile(&hw),
@@ -595,8 +604,6 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
         };
 
         // 3. Memory effect.
-        let endpoint = endpoint_for(&call, &place).await;
-        let client = Ollama::connect(&endpoint).await;
         let loaded = match &client {
             Ok(o) => o.ps().await.unwrap_or_default(),
             Err(e) => {
@@ -646,7 +653,7 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
             steps.push(PlanStep {
                 action: "verify".into(),
                 target: place.name(),
-                detail: "check the environment, Ollama's startup line, a warm-up load and /api/ps"
+                detail: "check the environment, Ollama's startup line, a warm-up load, /api/ps and the KV cache llama.cpp allocates for it"
                     .into(),
                 before: None,
                 after: None,
@@ -746,7 +753,8 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
     out.applied = true;
 
     // 7. Verify.
-    out.verification = verify(&call, &place, &new, wait, warm.as_deref()).await;
+    let expected_kv = out.memory_effect.as_ref().map(|e| e.after.kv_cache_bytes);
+    out.verification = verify(&call, &place, &new, wait, warm.as_deref(), expected_kv).await;
     out.verified = !out.verification.iter().any(|v| v.status == "failed");
     if !out.verified {
         let failed: Vec<String> = out
@@ -770,25 +778,31 @@ async fn run(call: Arc<Call>, args: Value) -> Result<Reply, ToolError> {
 }
 
 /// A quantized KV cache needs flash attention: refused (naming `type` and the
-/// one allowed value) where the backend has none; otherwise any caveat.
+/// one allowed value) where that Ollama on this backend has none, since
+/// Ollama would start with the setting and allocate f16 anyway; otherwise any
+/// caveat (unknown: the kv_cache check after the restart decides).
 fn check_flash_attention(
     kv: KvCacheType,
     profile: Profile,
     hw: &HardwareFacts,
 ) -> Result<Option<String>, ToolError> {
-    let (flash, why) = memory_model::flash_attention(profile.backend(), hw);
-    if kv.is_quantized() && !flash {
-        return Err(ToolError::invalid(
+    use memory_model::FlashAttention;
+    let state = memory_model::flash_attention(profile.backend(), hw);
+    match (&state, kv.is_quantized()) {
+        (FlashAttention::Unavailable(why), true) => Err(ToolError::invalid(
             "type",
             format!(
-                "{} needs flash attention, which this hardware does not have: {}",
-                kv.as_str(),
-                why.unwrap_or_default()
+                "{} would have no effect: it needs flash attention, which this Ollama does not have here: {why}",
+                kv.as_str()
             ),
         )
-        .allowed(["f16"]));
+        .allowed(["f16"])),
+        (FlashAttention::Unknown(why), true) => Ok(Some(format!(
+            "{why}; after the restart the kv_cache check reads the type llama.cpp really allocated"
+        ))),
+        (FlashAttention::Assumed(why), true) => Ok(Some(why.clone())),
+        _ => Ok(None),
     }
-    Ok(why)
 }
 
 fn show(v: Option<u32>) -> String {
@@ -951,6 +965,7 @@ async fn verify(
     new: &Settings,
     wait: u64,
     warm: Option<&str>,
+    expected_kv_bytes: Option<u64>,
 ) -> Vec<Verification> {
     let mut checks = Vec::new();
     let wanted = new.pairs();
@@ -1121,7 +1136,85 @@ async fn verify(
             },
         },
     }
+    // The KV cache llama.cpp allocated for the warm-up load, from the log.
+    let logs = match place {
+        Where::Compose { service, .. } => {
+            let engine = call.app.engine();
+            match crate::engine::running_instance(engine, &service.name).await {
+                Ok(c) => Some(crate::engine::log_text(engine, &c.id, 400, 128 * 1024).await),
+                Err(_) => None,
+            }
+        }
+        Where::Systemd(s) => s.journal_tail().await,
+        Where::Launchd => None,
+    };
+    checks.push(match logs {
+        None => check("kv_cache", "skipped", "Ollama's log could not be read"),
+        Some(text) => kv_cache_check(kv_log::since_last_start(&text), new, expected_kv_bytes),
+    });
     checks
+}
+
+/// The KV cache type llama.cpp allocated must be the one asked for: Ollama
+/// can start with OLLAMA_KV_CACHE_TYPE=q8_0 in its environment and its
+/// `server config` line, and still allocate f16 (no flash attention on that
+/// backend), which only this line shows.
+fn kv_cache_check(log: &str, new: &Settings, expected_kv_bytes: Option<u64>) -> Verification {
+    let wanted_cells = u64::from(new.context_length.unwrap_or(OLLAMA_DEFAULT_CONTEXT))
+        * u64::from(new.num_parallel.unwrap_or(1).max(1));
+    let wanted = new.kv_cache_type.as_deref().unwrap_or("f16");
+    let ignored = kv_log::ignored_type_warnings(log);
+    let Some(a) = kv_log::last_allocation(log) else {
+        return if ignored.is_empty() {
+            check(
+                "kv_cache",
+                "skipped",
+                "no llama.cpp KV cache line in the log after the warm-up (models on Ollama's own engine, such as gemma3 and gpt-oss, print none): the type was not checked",
+            )
+        } else {
+            check(
+                "kv_cache",
+                "failed",
+                format!(
+                    "Ollama did not apply {wanted}: it logged `{}`",
+                    ignored.join("`; `")
+                ),
+            )
+        };
+    };
+    let cells = a.cells.map(|c| format!(", {c} cells")).unwrap_or_default();
+    let predicted = expected_kv_bytes
+        .map(|b| {
+            format!(
+                "; the memory model predicted {:.2} MiB",
+                b as f64 / f64::from(1u32 << 20)
+            )
+        })
+        .unwrap_or_default();
+    let capped = match a.cells {
+        Some(c) if c < wanted_cells => format!(
+            "; {c} cells for context x slots = {wanted_cells}: Ollama caps each slot at the model's trained context (/api/ps still reports the context asked for)"
+        ),
+        _ => String::new(),
+    };
+    let allocated = format!(
+        "llama.cpp allocated {:.2} MiB (K {} {:.2} MiB, V {} {:.2} MiB{cells}){predicted}{capped}",
+        a.total_mib, a.type_k, a.k_mib, a.type_v, a.v_mib
+    );
+    if a.type_k == wanted && a.type_v == wanted {
+        check("kv_cache", "ok", allocated)
+    } else {
+        let why = if ignored.is_empty() {
+            String::new()
+        } else {
+            format!("; Ollama logged `{}`", ignored.join("`; `"))
+        };
+        check(
+            "kv_cache",
+            "failed",
+            format!("{wanted} was asked for, but {allocated}{why}"),
+        )
+    }
 }
 
 fn pairs_text(pairs: &[(&str, String)]) -> String {
@@ -1211,9 +1304,101 @@ mod tests {
             check_flash_attention(KvCacheType::Q8_0, Profile::Standard, &ada).expect("ok"),
             None
         );
-        // CPU and Metal always have it.
-        assert!(check_flash_attention(KvCacheType::Q4_0, Profile::Cpu, &pascal).is_ok());
-        assert!(check_flash_attention(KvCacheType::Q4_0, Profile::AppleMetal, &pascal).is_ok());
+        // Metal always has it.
+        assert_eq!(
+            check_flash_attention(KvCacheType::Q4_0, Profile::AppleMetal, &pascal).expect("ok"),
+            None
+        );
+        // CPU: Ollama 0.11.4 allocates f16 whatever it is told (observed): refused.
+        let cpu_0114 = HardwareFacts {
+            ollama_version: Some("0.11.4".into()),
+            ..pascal.clone()
+        };
+        let e = check_flash_attention(KvCacheType::Q8_0, Profile::Cpu, &cpu_0114)
+            .expect_err("refused on 0.11.4");
+        assert_eq!(e.field.as_deref(), Some("type"));
+        assert_eq!(e.allowed, Some(vec!["f16".to_string()]));
+        assert!(e.message.contains("would have no effect"), "{}", e.message);
+        assert!(e.message.contains("Ollama 0.11.4"), "{}", e.message);
+        assert_eq!(
+            check_flash_attention(KvCacheType::F16, Profile::Cpu, &cpu_0114).expect("f16"),
+            None
+        );
+        // From 0.11.5 its CPU backend has flash attention.
+        let cpu_0115 = HardwareFacts {
+            ollama_version: Some("0.11.5".into()),
+            ..pascal.clone()
+        };
+        assert_eq!(
+            check_flash_attention(KvCacheType::Q4_0, Profile::Cpu, &cpu_0115).expect("ok"),
+            None
+        );
+        // Unknown version: allowed, with the warning that the log decides.
+        let w = check_flash_attention(KvCacheType::Q4_0, Profile::Cpu, &pascal)
+            .expect("allowed")
+            .expect("a warning");
+        assert!(w.contains("kv_cache check"), "{w}");
+    }
+
+    /// The lines the real Ollama 0.11.4 prints on CPU (docs/ollama-0.11.4-observed.md).
+    const LOAD_Q8_0_ON_CPU: &str = r#"time=2026-11-28T07:37:20.522Z level=WARN source=server.go:206 msg="flash attention enabled but not supported by gpu"
+time=2026-11-28T07:37:20.522Z level=WARN source=server.go:229 msg="quantized kv cache requested but flash attention disabled" type=q8_0
+llama_kv_cache_unified: kv_size = 8192, type_k = 'f16', type_v = 'f16', n_layer = 30, can_shift = 1, padding = 32
+llama_kv_cache_unified:        CPU KV buffer size =   180.00 MiB
+llama_kv_cache_unified: KV self size  =  180.00 MiB, K (f16):   90.00 MiB, V (f16):   90.00 MiB
+"#;
+
+    #[test]
+    fn kv_cache_check_reads_what_llama_cpp_allocated() {
+        let q8 = Settings {
+            kv_cache_type: Some("q8_0".into()),
+            ..Default::default()
+        };
+        let c = kv_cache_check(LOAD_Q8_0_ON_CPU, &q8, None);
+        assert_eq!(c.status, "failed", "{}", c.detail);
+        assert!(c.detail.contains("q8_0 was asked for"), "{}", c.detail);
+        assert!(c.detail.contains("K f16 90.00 MiB"), "{}", c.detail);
+        assert!(
+            c.detail
+                .contains("quantized kv cache requested but flash attention disabled"),
+            "{}",
+            c.detail
+        );
+        let f16 = Settings {
+            kv_cache_type: Some("f16".into()),
+            ..Default::default()
+        };
+        let c = kv_cache_check(LOAD_Q8_0_ON_CPU, &f16, Some(180 << 20));
+        assert_eq!(c.status, "ok", "{}", c.detail);
+        assert!(c.detail.contains("8192 cells"), "{}", c.detail);
+        assert!(c.detail.contains("predicted 180.00 MiB"), "{}", c.detail);
+        assert!(!c.detail.contains("caps"), "{}", c.detail);
+        // 32768 asked of a model trained for 8192: still 8192 cells.
+        let long = Settings {
+            kv_cache_type: Some("f16".into()),
+            context_length: Some(32_768),
+            ..Default::default()
+        };
+        let c = kv_cache_check(LOAD_Q8_0_ON_CPU, &long, Some(180 << 20));
+        assert_eq!(c.status, "ok", "{}", c.detail);
+        assert!(
+            c.detail
+                .contains("caps each slot at the model's trained context"),
+            "{}",
+            c.detail
+        );
+        // Ollama's own engine prints no allocation line: not checked.
+        assert_eq!(
+            kv_cache_check("runner started", &q8, None).status,
+            "skipped"
+        );
+        // A warning without an allocation line still fails.
+        let only_warning = LOAD_Q8_0_ON_CPU
+            .lines()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(kv_cache_check(&only_warning, &q8, None).status, "failed");
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! A small GGUF metadata reader: the header, the key/value metadata and the
-//! tensor descriptions (name, shape, type), never the tensor data.
+//! GGUF metadata from bytes: the header, the key/value metadata and the tensor
+//! descriptions (name, shape, type), never the tensor data. Pure: it parses a
+//! byte slice; reading a file is the adapter's job (adapters::gguf_file), and
+//! when the slice ends before the header does, the error says how many bytes
+//! are needed, so the reader can fetch more and parse again.
 //!
 //! Format (github.com/ggml-org/ggml docs/gguf.md), little-endian:
 //! `"GGUF"`, u32 version (2 or 3), u64 tensor_count, u64 kv_count, then
@@ -9,12 +12,14 @@
 //! elements. Value types: 0 u8, 1 i8, 2 u16, 3 i16, 4 u32, 5 i32, 6 f32,
 //! 7 bool, 8 string, 9 array, 10 u64, 11 i64, 12 f64.
 //!
-//! Arrays longer than `keep_arrays` are skipped, not kept: that is what
-//! Ollama's `/api/show` does (it sends them empty) and keeps a 49,152-entry
-//! token list out of memory.
-use std::fs::File;
-use std::io::{self, BufReader, Read, Seek};
-use std::path::Path;
+//! Arrays longer than `keep_arrays` are skipped, not kept: Ollama's
+//! `/api/show` sends them empty too, and a 49,152-entry token list has no
+//! place in memory. Per-layer arrays (a head count per layer) are short
+//! enough to keep with a limit of a few hundred.
+//!
+//! Self-contained (std and serde_json only): the Ollama stand-in's own build
+//! (tests/images/ollama-standin) includes this file as it is.
+use std::fmt;
 
 use serde_json::{Map, Number, Value};
 
@@ -30,52 +35,97 @@ pub struct TensorInfo {
     pub ggml_type: u32,
 }
 
+impl TensorInfo {
+    pub fn elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+/// A GGUF file's metadata.
 #[derive(Debug, Clone)]
 pub struct Gguf {
     pub version: u32,
     /// Metadata in file order; arrays longer than the limit are empty.
     pub kv: Vec<(String, Value)>,
     pub tensors: Vec<TensorInfo>,
+    /// Bytes of the header (metadata and tensor descriptions) parsed.
+    pub header_bytes: u64,
 }
 
-fn bad(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+/// Why bytes are not a GGUF header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GgufError {
+    /// The bytes end before the header does: parse again with at least this many.
+    Truncated { needed: u64 },
+    /// Not GGUF, or not a GGUF this reader understands.
+    Invalid(String),
 }
 
-struct Reader<R> {
-    r: R,
+impl fmt::Display for GgufError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GgufError::Truncated { needed } => {
+                write!(
+                    f,
+                    "the GGUF header goes on past the bytes read (needs at least {needed})"
+                )
+            }
+            GgufError::Invalid(why) => write!(f, "{why}"),
+        }
+    }
 }
 
-impl<R: Read + Seek> Reader<R> {
-    fn bytes<const N: usize>(&mut self) -> io::Result<[u8; N]> {
-        let mut b = [0u8; N];
-        self.r.read_exact(&mut b)?;
-        Ok(b)
+impl std::error::Error for GgufError {}
+
+fn bad(msg: impl Into<String>) -> GgufError {
+    GgufError::Invalid(msg.into())
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: u64) -> Result<&'a [u8], GgufError> {
+        let end = (self.at as u64).saturating_add(n);
+        if end > self.b.len() as u64 {
+            return Err(GgufError::Truncated { needed: end });
+        }
+        let s = &self.b[self.at..end as usize];
+        self.at = end as usize;
+        Ok(s)
     }
-    fn u32(&mut self) -> io::Result<u32> {
-        Ok(u32::from_le_bytes(self.bytes()?))
+    fn skip(&mut self, n: u64) -> Result<(), GgufError> {
+        self.take(n).map(|_| ())
     }
-    fn u64(&mut self) -> io::Result<u64> {
-        Ok(u64::from_le_bytes(self.bytes()?))
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], GgufError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N as u64)?);
+        Ok(a)
     }
-    fn string(&mut self) -> io::Result<String> {
+    fn u32(&mut self) -> Result<u32, GgufError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, GgufError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn string(&mut self) -> Result<String, GgufError> {
         let n = self.u64()?;
         if n > MAX_STRING {
             return Err(bad(format!("string of {n} bytes")));
         }
-        let mut buf = vec![0u8; n as usize];
-        self.r.read_exact(&mut buf)?;
-        String::from_utf8(buf).map_err(|_| bad("string is not UTF-8"))
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| bad("string is not UTF-8"))
     }
-    fn skip_string(&mut self) -> io::Result<()> {
+    fn skip_string(&mut self) -> Result<(), GgufError> {
         let n = self.u64()?;
         if n > MAX_STRING {
             return Err(bad(format!("string of {n} bytes")));
         }
-        self.r.seek_relative(n as i64)
+        self.skip(n)
     }
 
-    fn scalar_size(t: u32) -> Option<i64> {
+    fn scalar_size(t: u32) -> Option<u64> {
         match t {
             0 | 1 | 7 => Some(1),
             2 | 3 => Some(2),
@@ -85,17 +135,17 @@ impl<R: Read + Seek> Reader<R> {
         }
     }
 
-    fn value(&mut self, t: u32, keep_arrays: u64) -> io::Result<Value> {
+    fn value(&mut self, t: u32, keep_arrays: u64) -> Result<Value, GgufError> {
         Ok(match t {
-            0 => Value::from(u8::from_le_bytes(self.bytes()?)),
-            1 => Value::from(i8::from_le_bytes(self.bytes()?)),
-            2 => Value::from(u16::from_le_bytes(self.bytes()?)),
-            3 => Value::from(i16::from_le_bytes(self.bytes()?)),
+            0 => Value::from(u8::from_le_bytes(self.array()?)),
+            1 => Value::from(i8::from_le_bytes(self.array()?)),
+            2 => Value::from(u16::from_le_bytes(self.array()?)),
+            3 => Value::from(i16::from_le_bytes(self.array()?)),
             4 => Value::from(self.u32()?),
-            5 => Value::from(i32::from_le_bytes(self.bytes()?)),
-            // As Go encodes a float32: its shortest decimal form.
+            5 => Value::from(i32::from_le_bytes(self.array()?)),
+            // As Go encodes a float32 (Ollama's JSON): its shortest decimal form.
             6 => {
-                let f = f32::from_le_bytes(self.bytes()?);
+                let f = f32::from_le_bytes(self.array()?);
                 format!("{f}")
                     .parse::<f64>()
                     .ok()
@@ -103,7 +153,7 @@ impl<R: Read + Seek> Reader<R> {
                     .map(Value::Number)
                     .unwrap_or(Value::Null)
             }
-            7 => Value::Bool(self.bytes::<1>()?[0] != 0),
+            7 => Value::Bool(self.array::<1>()?[0] != 0),
             8 => Value::String(self.string()?),
             9 => {
                 let et = self.u32()?;
@@ -113,7 +163,7 @@ impl<R: Read + Seek> Reader<R> {
                 }
                 if n > keep_arrays {
                     match (et, Self::scalar_size(et)) {
-                        (_, Some(size)) => self.r.seek_relative(size * n as i64)?,
+                        (_, Some(size)) => self.skip(size * n)?,
                         (8, None) => {
                             for _ in 0..n {
                                 self.skip_string()?;
@@ -135,8 +185,8 @@ impl<R: Read + Seek> Reader<R> {
                 }
             }
             10 => Value::from(self.u64()?),
-            11 => Value::from(i64::from_le_bytes(self.bytes()?)),
-            12 => Number::from_f64(f64::from_le_bytes(self.bytes()?))
+            11 => Value::from(i64::from_le_bytes(self.array()?)),
+            12 => Number::from_f64(f64::from_le_bytes(self.array()?))
                 .map(Value::Number)
                 .unwrap_or(Value::Null),
             other => return Err(bad(format!("unknown value type {other}"))),
@@ -145,16 +195,13 @@ impl<R: Read + Seek> Reader<R> {
 }
 
 impl Gguf {
-    /// Reads the metadata of the GGUF file at `path`.
-    pub fn open(path: &Path, keep_arrays: u64) -> io::Result<Self> {
-        let file = File::open(path)?;
-        Self::read(BufReader::new(file), keep_arrays)
-    }
-
-    pub fn read<R: Read + Seek>(r: R, keep_arrays: u64) -> io::Result<Self> {
-        let mut r = Reader { r };
-        if &r.bytes::<4>()? != b"GGUF" {
-            return Err(bad("not a GGUF file (magic)"));
+    /// Parses the header at the start of `bytes` (the rest of the file may be
+    /// missing: only the header is read). Arrays longer than `keep_arrays`
+    /// come back empty.
+    pub fn parse(bytes: &[u8], keep_arrays: u64) -> Result<Self, GgufError> {
+        let mut r = Cursor { b: bytes, at: 0 };
+        if r.take(4).map_err(|_| GgufError::Truncated { needed: 24 })? != b"GGUF" {
+            return Err(bad("not a GGUF file (its first bytes are not `GGUF`)"));
         }
         let version = r.u32()?;
         if !(2..=3).contains(&version) {
@@ -163,16 +210,16 @@ impl Gguf {
         let tensor_count = r.u64()?;
         let kv_count = r.u64()?;
         if tensor_count > MAX_COUNT || kv_count > MAX_COUNT {
-            return Err(bad("implausible counts"));
+            return Err(bad("implausible tensor or metadata counts"));
         }
-        let mut kv = Vec::with_capacity(kv_count as usize);
+        let mut kv = Vec::with_capacity(kv_count.min(4096) as usize);
         for _ in 0..kv_count {
             let key = r.string()?;
             let t = r.u32()?;
             let v = r.value(t, keep_arrays)?;
             kv.push((key, v));
         }
-        let mut tensors = Vec::with_capacity(tensor_count as usize);
+        let mut tensors = Vec::with_capacity(tensor_count.min(1 << 16) as usize);
         for _ in 0..tensor_count {
             let name = r.string()?;
             let n_dims = r.u32()?;
@@ -195,6 +242,7 @@ impl Gguf {
             version,
             kv,
             tensors,
+            header_bytes: r.at as u64,
         })
     }
 
@@ -209,10 +257,7 @@ impl Gguf {
     /// Sum of the tensors' element counts (what Ollama reports as
     /// `general.parameter_count`).
     pub fn parameter_count(&self) -> u64 {
-        self.tensors
-            .iter()
-            .map(|t| t.shape.iter().product::<u64>())
-            .sum()
+        self.tensors.iter().map(TensorInfo::elements).sum()
     }
 
     /// `/api/show`'s model_info: every key but `general.name` and
@@ -233,9 +278,8 @@ impl Gguf {
     }
 
     /// Ollama's name for `general.file_type` (llama.cpp's LLAMA_FTYPE).
-    pub fn file_type_name(&self) -> String {
-        let ft = self.get("general.file_type").and_then(Value::as_u64);
-        match ft {
+    pub fn file_type_name(&self) -> &'static str {
+        match self.get("general.file_type").and_then(Value::as_u64) {
             Some(0) => "F32",
             Some(1) => "F16",
             Some(2) => "Q4_0",
@@ -253,9 +297,9 @@ impl Gguf {
             Some(17) => "Q5_K_M",
             Some(18) => "Q6_K",
             Some(32) => "BF16",
+            Some(38) => "MXFP4",
             _ => "unknown",
         }
-        .to_string()
     }
 }
 
@@ -277,62 +321,43 @@ pub fn ggml_type_name(t: u32) -> &'static str {
         14 => "Q6_K",
         15 => "Q8_K",
         30 => "BF16",
+        39 => "MXFP4",
         _ => "unknown",
-    }
-}
-
-/// Ollama's `format.HumanNumber`: 134515008 -> `134.52M`, 8030261248 -> `8.0B`.
-pub fn human_number(n: u64) -> String {
-    const B: f64 = 1e9;
-    const M: f64 = 1e6;
-    const K: f64 = 1e3;
-    let f = n as f64;
-    if f >= B {
-        let v = f / B;
-        if v.fract() == 0.0 {
-            format!("{v:.0}B")
-        } else {
-            format!("{v:.1}B")
-        }
-    } else if f >= M {
-        let v = f / M;
-        if v.fract() == 0.0 {
-            format!("{v:.0}M")
-        } else {
-            format!("{v:.2}M")
-        }
-    } else if f >= K {
-        format!("{:.0}K", f / K)
-    } else {
-        n.to_string()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Cursor;
 
     fn s(out: &mut Vec<u8>, v: &str) {
         out.extend((v.len() as u64).to_le_bytes());
         out.extend(v.as_bytes());
     }
 
-    /// A hand-built GGUF v3: three keys (one a long array), two tensors.
+    /// A hand-built GGUF v3: four keys (one a long array, one a per-layer
+    /// array), two tensors.
     fn sample() -> Vec<u8> {
         let mut b = b"GGUF".to_vec();
         b.extend(3u32.to_le_bytes());
         b.extend(2u64.to_le_bytes());
-        b.extend(4u64.to_le_bytes());
+        b.extend(5u64.to_le_bytes());
         s(&mut b, "general.architecture");
         b.extend(8u32.to_le_bytes());
         s(&mut b, "llama");
         s(&mut b, "llama.block_count");
         b.extend(4u32.to_le_bytes());
-        b.extend(30u32.to_le_bytes());
+        b.extend(3u32.to_le_bytes());
         s(&mut b, "llama.rope.freq_base");
         b.extend(6u32.to_le_bytes());
         b.extend(100000f32.to_le_bytes());
+        s(&mut b, "llama.attention.head_count_kv");
+        b.extend(9u32.to_le_bytes());
+        b.extend(5u32.to_le_bytes());
+        b.extend(3u64.to_le_bytes());
+        for h in [2i32, 4, 0] {
+            b.extend(h.to_le_bytes());
+        }
         s(&mut b, "tokenizer.ggml.tokens");
         b.extend(9u32.to_le_bytes());
         b.extend(8u32.to_le_bytes());
@@ -356,17 +381,23 @@ mod tests {
 
     #[test]
     fn reads_metadata_and_skips_long_arrays() {
-        let g = Gguf::read(Cursor::new(sample()), 5).expect("parse");
+        let g = Gguf::parse(&sample(), 5).expect("parse");
         assert_eq!(g.version, 3);
         assert_eq!(g.architecture(), Some("llama"));
-        assert_eq!(g.get("llama.block_count"), Some(&Value::from(30u32)));
+        assert_eq!(g.get("llama.block_count"), Some(&Value::from(3u32)));
         assert_eq!(g.get("llama.rope.freq_base"), Some(&Value::from(100000.0)));
+        assert_eq!(
+            g.get("llama.attention.head_count_kv"),
+            Some(&serde_json::json!([2, 4, 0])),
+            "a per-layer array is kept"
+        );
         assert_eq!(g.get("tokenizer.ggml.tokens"), Some(&Value::Array(vec![])));
         assert_eq!(g.tensors.len(), 2);
         assert_eq!(g.tensors[0].shape, vec![576, 49152]);
         assert_eq!(ggml_type_name(g.tensors[0].ggml_type), "Q4_1");
         assert_eq!(g.parameter_count(), 576 * 49152 + 576);
-        let kept = Gguf::read(Cursor::new(sample()), 10).expect("parse");
+        assert_eq!(g.header_bytes, sample().len() as u64);
+        let kept = Gguf::parse(&sample(), 10).expect("parse");
         assert_eq!(
             kept.get("tokenizer.ggml.tokens")
                 .and_then(Value::as_array)
@@ -376,21 +407,33 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_is_not_gguf() {
-        assert!(Gguf::read(Cursor::new(b"GGML\x03\0\0\0".to_vec()), 5).is_err());
-        let mut truncated = sample();
-        truncated.truncate(40);
-        assert!(Gguf::read(Cursor::new(truncated), 5).is_err());
-        let mut v9 = sample();
-        v9[4] = 9;
-        assert!(Gguf::read(Cursor::new(v9), 5).is_err());
+    fn trailing_bytes_are_not_read_and_short_ones_ask_for_more() {
+        let mut with_data = sample();
+        with_data.extend([0xAAu8; 1000]);
+        let g = Gguf::parse(&with_data, 5).expect("parse");
+        assert_eq!(g.header_bytes, sample().len() as u64);
+        for cut in [3usize, 20, 40, 100, sample().len() - 1] {
+            match Gguf::parse(&sample()[..cut], 5) {
+                Err(GgufError::Truncated { needed }) => {
+                    assert!(needed > cut as u64, "cut {cut}: needs {needed}")
+                }
+                other => panic!("cut {cut}: {other:?}"),
+            }
+        }
     }
 
     #[test]
-    fn human_numbers_as_ollama_prints_them() {
-        assert_eq!(human_number(134_515_008), "134.52M");
-        assert_eq!(human_number(8_030_261_248), "8.0B");
-        assert_eq!(human_number(7_000_000_000), "7B");
-        assert_eq!(human_number(1_500), "2K");
+    fn refuses_what_is_not_gguf() {
+        assert!(matches!(
+            Gguf::parse(b"GGML\x03\0\0\0", 5),
+            Err(GgufError::Invalid(_))
+        ));
+        let mut v9 = sample();
+        v9[4] = 9;
+        assert!(matches!(Gguf::parse(&v9, 5), Err(GgufError::Invalid(_))));
+        let mut huge = sample();
+        // tensor_count = 2^40
+        huge[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(matches!(Gguf::parse(&huge, 5), Err(GgufError::Invalid(_))));
     }
 }
