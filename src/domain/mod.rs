@@ -8,6 +8,7 @@ pub mod hardware;
 pub mod health;
 pub mod instance;
 pub mod interpolate;
+pub mod kube;
 pub mod models;
 pub mod plan;
 pub mod redact;

@@ -14,6 +14,7 @@
 //! Engines import only `domain`; text that comes out of a container is
 //! returned as it is, and the tools redact it (they know the stack's secrets).
 pub mod compose;
+pub mod kubernetes;
 pub mod process;
 
 use async_trait::async_trait;

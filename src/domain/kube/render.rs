@@ -1,0 +1,1 @@
+//! Compose to Kubernetes (filled in below).

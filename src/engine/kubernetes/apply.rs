@@ -1,0 +1,1 @@
+//! Server-side apply of rendered objects (filled in with kube_apply).
