@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod net_probe;
 pub mod ollama;
 pub mod ollama_probe;
+pub mod render_dir;
 pub mod stack_dir;
 pub mod store;

@@ -69,6 +69,13 @@ pub trait Engine: Send + Sync {
     /// files are unchanged (health and recover call it on every poll).
     async fn model_cached(&self) -> Result<StackModel, ToolError>;
 
+    /// The normalized compose file of these profiles (`docker compose config`,
+    /// which needs no daemon): what a Kubernetes render translates.
+    async fn compose_config(&self, profiles: &[String]) -> Result<serde_json::Value, ToolError>;
+
+    /// Every profile any service of the compose files names.
+    async fn compose_profiles(&self) -> Result<Vec<String>, ToolError>;
+
     /// Every instance of the project (running or not), one-offs flagged,
     /// sorted by service then name.
     async fn instances(&self) -> Result<Vec<Instance>, ToolError>;

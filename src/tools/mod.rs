@@ -6,6 +6,7 @@ pub mod backup;
 pub mod def;
 pub mod hardware;
 pub mod health;
+pub mod kube;
 pub mod list;
 pub mod models;
 pub mod stack;

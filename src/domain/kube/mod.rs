@@ -3,6 +3,7 @@
 //! renders (how the engine finds pods again), and the pure translation of a
 //! compose model into Kubernetes objects (`render`). No I/O here: the engine
 //! talks to the API server, adapters write files.
+pub mod helm;
 pub mod labels;
 pub mod names;
 pub mod render;

@@ -194,6 +194,14 @@ impl Engine for KubeEngine {
         self.cli()?.model_cached(&[]).await
     }
 
+    async fn compose_config(&self, profiles: &[String]) -> Result<serde_json::Value, ToolError> {
+        self.cli()?.config_value(profiles).await
+    }
+
+    async fn compose_profiles(&self) -> Result<Vec<String>, ToolError> {
+        self.cli()?.profiles().await
+    }
+
     async fn instances(&self) -> Result<Vec<Instance>, ToolError> {
         let lp = ListParams::default().labels(&labels::project_selector(self.project()));
         let list = self
