@@ -18,6 +18,7 @@ pub fn all() -> &'static [&'static ToolDef] {
             &crate::tools::stack::compose_up::TOOL,
             &crate::tools::hardware::detect_hardware::TOOL,
             &crate::tools::health::health::TOOL,
+            &crate::tools::kube::kube_apply::TOOL,
             &crate::tools::kube::kube_render::TOOL,
             &crate::tools::backup::list_backups::TOOL,
             &crate::tools::models::list_models::TOOL,

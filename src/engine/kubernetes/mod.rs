@@ -210,7 +210,13 @@ impl Engine for KubeEngine {
             .list(&lp)
             .await
             .map_err(|e| self.err("listing pods", &e))?;
-        let mut out: Vec<Instance> = list.items.iter().map(pods::instance_of).collect();
+        // A pod being deleted (the old one of a rollout) is no instance any more.
+        let mut out: Vec<Instance> = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(pods::instance_of)
+            .collect();
         out.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
         Ok(out)
     }
