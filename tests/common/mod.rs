@@ -20,8 +20,17 @@ use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, ErrorData};
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
+/// The binary under test: cargo's, or STACKPILOT_TEST_BIN when set (a copy
+/// taken right after the build, where several checkouts share one target
+/// directory and overwrite each other's target/debug/stackpilot).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_stackpilot")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("STACKPILOT_TEST_BIN")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_stackpilot").to_string())
+    })
 }
 
 /// A throwaway stack directory with a compose file and a `.env`.

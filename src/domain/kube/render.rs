@@ -1368,6 +1368,149 @@ mod tests {
         assert_eq!(cpu_quantity(&json!("2")).as_deref(), Some("2"));
     }
 
+    fn sample() -> (Value, StackModel, BTreeMap<String, String>) {
+        let config = json!({
+            "name": "demo",
+            "services": {
+                "web": {
+                    "image": "busybox", "user": "1000:1000", "read_only": true,
+                    "environment": {"GREETING": "hi", "API_TOKEN": "t0k3n-value", "DB_URL": "pg://u:pw-4711@db/x"},
+                    "ports": [{"target": 8080, "published": "18080", "host_ip": "127.0.0.1", "protocol": "tcp"}],
+                    "healthcheck": {"test": ["CMD-SHELL", "wget -q -O- http://127.0.0.1:8080/ok"], "interval": "5s", "timeout": "2s", "retries": 3, "start_period": "20s"},
+                    "networks": {"front": {"aliases": ["www"]}},
+                    "network_mode": "bridge",
+                    "volumes": [{"type": "bind", "source": "/etc/x", "target": "/x"}],
+                    "x-stackpilot": {"kubernetes": {"replicas": 2, "autoscale": {"min_replicas": 2, "max_replicas": 5}, "min_available": 1}}
+                },
+                "db": {
+                    "image": "postgres:16", "environment": {"POSTGRES_PASSWORD": "pw-4711"},
+                    "volumes": [{"type": "volume", "source": "pg_data", "target": "/var/lib/postgresql/data"}],
+                    "networks": {"front": null}
+                }
+            },
+            "volumes": {"pg_data": {}},
+            "x-stackpilot": {"kubernetes": {"network_policy": true, "storage_class": "fast"}}
+        });
+        let model = crate::domain::stack_model::model_from_config(
+            &config,
+            &config,
+            std::path::Path::new("/s"),
+            &[],
+        );
+        let dotenv = BTreeMap::from([("DB_PASSWORD".to_string(), "pw-4711".to_string())]);
+        (config, model, dotenv)
+    }
+
+    #[test]
+    fn renders_workloads_secrets_probes_and_production_shape() {
+        let (config, model, dotenv) = sample();
+        let input = Input {
+            project: "demo",
+            namespace: "llm",
+            config: &config,
+            model: &model,
+            dotenv: &dotenv,
+            expose: Expose::Nodeport,
+            digest_key: b"k",
+        };
+        let r = render(&input).expect("render");
+        let keys: Vec<String> = r.objects.iter().map(KubeObject::key).collect();
+        assert_eq!(
+            keys,
+            [
+                "ConfigMap/web-env",
+                "Secret/db-env",
+                "Secret/web-env",
+                "Service/db",
+                "Service/web",
+                "Service/web-external",
+                "Service/www",
+                "Deployment/web",
+                "StatefulSet/db",
+                "HorizontalPodAutoscaler/web",
+                "PodDisruptionBudget/web",
+                "NetworkPolicy/demo-default-deny",
+                "NetworkPolicy/demo-net-front",
+                "NetworkPolicy/web-published",
+            ]
+        );
+        let find = |k: &str| {
+            r.objects
+                .iter()
+                .find(|o| o.key() == k)
+                .expect(k)
+                .body
+                .clone()
+        };
+        // DB_URL holds the .env's secret value: it goes to the Secret with API_TOKEN.
+        assert_eq!(find("ConfigMap/web-env")["data"], json!({"GREETING": "hi"}));
+        let secret = find("Secret/web-env");
+        assert!(
+            secret["data"].get("DB_URL").is_some() && secret["data"].get("API_TOKEN").is_some()
+        );
+        let redacted = r
+            .objects
+            .iter()
+            .find(|o| o.key() == "Secret/web-env")
+            .expect("s")
+            .redacted_body();
+        assert!(!redacted
+            .to_string()
+            .contains(&base64_encode(b"t0k3n-value")));
+        let web = find("Deployment/web");
+        let c = &web["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["readinessProbe"]["httpGet"],
+            json!({"path": "/ok", "port": 8080})
+        );
+        assert_eq!(c["startupProbe"]["failureThreshold"], json!(7));
+        assert_eq!(
+            c["securityContext"],
+            json!({"runAsUser": 1000, "runAsGroup": 1000, "readOnlyRootFilesystem": true})
+        );
+        assert!(
+            web["spec"].get("replicas").is_none(),
+            "the HPA owns the count"
+        );
+        assert_eq!(
+            web["spec"]["template"]["metadata"]["labels"]["io.stackpilot/net-front"],
+            "true"
+        );
+        let db = find("StatefulSet/db");
+        assert_eq!(
+            db["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+            "pg-data"
+        );
+        assert_eq!(
+            db["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"],
+            "fast"
+        );
+        assert_eq!(find("Service/web-external")["spec"]["type"], "NodePort");
+        let fields: Vec<(&str, &str)> = r
+            .untranslatable
+            .iter()
+            .map(|u| (u.service.as_str(), u.field.as_str()))
+            .collect();
+        assert_eq!(fields, [("web", "network_mode"), ("web", "volumes[0]")]);
+        assert_eq!(r.published[0].host_port, 18080);
+        // Deterministic, and the digest follows the environment.
+        assert_eq!(render(&input).expect("again"), r);
+        let mut changed = config.clone();
+        changed["services"]["web"]["environment"]["GREETING"] = json!("hello");
+        let r2 = render(&Input {
+            config: &changed,
+            ..input
+        })
+        .expect("changed");
+        let digest = |r: &Rendered, k: &str| {
+            r.objects.iter().find(|o| o.key() == k).expect(k).body["spec"]["template"]["metadata"]
+                ["annotations"][labels::CONFIG_DIGEST]
+                .clone()
+        };
+        assert_ne!(digest(&r, "Deployment/web"), digest(&r2, "Deployment/web"));
+        assert_eq!(digest(&r, "StatefulSet/db"), digest(&r2, "StatefulSet/db"));
+    }
+
     #[test]
     fn curl_and_wget_of_localhost_become_http_probes() {
         assert_eq!(

@@ -9,23 +9,33 @@ use kube::{Client, Config};
 use crate::domain::error::{error_chain, ToolError};
 use crate::domain::kube::target::KubeTarget;
 
-/// A missing or refused API server is reported within this long.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A missing or refused API server is reported within 2 s: the probe of
+/// `/version` gets this long, the rest is reading the kubeconfig.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1800);
 /// One API request (not a stream) may take this long.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 const NEXT_STEP: &str = "check KUBECONFIG and the context (`kubectl config get-contexts`), that the API server runs and answers, or choose the target with --target/--context/--namespace (STACKPILOT_TARGET, STACKPILOT_KUBE_CONTEXT, STACKPILOT_KUBE_NAMESPACE)";
 
 fn unreachable(target: &KubeTarget, message: String) -> ToolError {
-    ToolError::external(format!(
-        "Kubernetes context `{}`: {message}",
-        target.context_name()
-    ))
-    .next_step(NEXT_STEP)
+    named(target.context_name(), message)
+}
+
+fn named(context: &str, message: String) -> ToolError {
+    ToolError::external(format!("Kubernetes context `{context}`: {message}")).next_step(NEXT_STEP)
+}
+
+/// The context a target means: its own, else the kubeconfig's current one.
+fn effective(target: &KubeTarget, kubeconfig: &Kubeconfig) -> String {
+    target
+        .context
+        .clone()
+        .or_else(|| kubeconfig.current_context.clone())
+        .unwrap_or_else(|| target.context_name().to_string())
 }
 
 /// Loads the kubeconfig context (KUBECONFIG, else ~/.kube/config).
-pub async fn config(target: &KubeTarget) -> Result<Config, ToolError> {
+pub async fn config(target: &KubeTarget) -> Result<(Config, String), ToolError> {
     let kubeconfig = Kubeconfig::read().map_err(|e| {
         unreachable(
             target,
@@ -50,6 +60,7 @@ pub async fn config(target: &KubeTarget) -> Result<Config, ToolError> {
             ));
         }
     }
+    let name = effective(target, &kubeconfig);
     let options = KubeConfigOptions {
         context: target.context.clone(),
         ..Default::default()
@@ -57,8 +68,8 @@ pub async fn config(target: &KubeTarget) -> Result<Config, ToolError> {
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
         .map_err(|e| {
-            unreachable(
-                target,
+            named(
+                &name,
                 format!("the kubeconfig is not usable: {}", error_chain(&e)),
             )
         })?;
@@ -66,13 +77,14 @@ pub async fn config(target: &KubeTarget) -> Result<Config, ToolError> {
     // Streams (exec, logs, watches) run long; single requests are bounded by callers.
     config.read_timeout = None;
     config.write_timeout = Some(REQUEST_TIMEOUT);
-    Ok(config)
+    Ok((config, name))
 }
 
 /// A client whose API server answered `/version` within 2 s.
 pub async fn connect(target: &KubeTarget) -> Result<(Client, String), ToolError> {
-    let config = config(target).await?;
+    let (config, name) = config(target).await?;
     let url = config.cluster_url.to_string();
+    let unreachable = |_: &KubeTarget, m: String| named(&name, m);
     let client = Client::try_from(config).map_err(|e| {
         unreachable(
             target,
@@ -83,6 +95,10 @@ pub async fn connect(target: &KubeTarget) -> Result<(Client, String), ToolError>
         Err(_) => Err(unreachable(
             target,
             format!("the API server at {url} did not answer within 2 s"),
+        )),
+        Ok(Err(e)) if error_chain(&e).contains("deadline has elapsed") => Err(unreachable(
+            target,
+            format!("the API server at {url} did not answer within 2 s (connecting timed out)"),
         )),
         Ok(Err(e)) => Err(unreachable(
             target,

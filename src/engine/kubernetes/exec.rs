@@ -80,6 +80,23 @@ fn process_of(
     })
 }
 
+/// With stdin attached, the command runs under `sh`, which drains what the
+/// command did not read before exiting with its code: a command that stops
+/// reading early (`pg_restore --list` reads only the archive's TOC) would
+/// otherwise leave the stdin stream blocked between the API server and the
+/// kubelet, and with it the exit status behind it (kube-rs sends stdin and
+/// reads the status in one loop). Docker closes the stream at exit instead.
+pub fn draining(cmd: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = vec![
+        "sh".into(),
+        "-c".into(),
+        "\"$@\"; rc=$?; cat >/dev/null; exit $rc".into(),
+        "sh".into(),
+    ];
+    out.extend(cmd);
+    out
+}
+
 /// `exec` in a pod's first container (the service's), no TTY. `env` is
 /// passed through `env` (the exec API has no environment of its own).
 pub async fn exec(
@@ -299,7 +316,12 @@ pub async fn helper(
         .stderr(true)
         .max_stdout_buf_size(PIPE_BUF)
         .max_stdin_buf_size(PIPE_BUF);
-    let attached = match pods.exec(&name, spec.cmd.clone(), &params).await {
+    let cmd = if spec.stdin {
+        draining(spec.cmd.clone())
+    } else {
+        spec.cmd.clone()
+    };
+    let attached = match pods.exec(&name, cmd, &params).await {
         Ok(a) => a,
         Err(e) => {
             HelperCleanup::remove(cleanup.pods, cleanup.name).await;
