@@ -15,6 +15,7 @@ pub mod client;
 pub mod env;
 pub mod exec;
 pub mod pods;
+pub mod session;
 pub mod workloads;
 
 use std::collections::HashMap;
