@@ -5,9 +5,10 @@
 //! Deployment, a volumeClaimTemplate change and a prune that need
 //! confirmation by token and by elicitation, a rollout that cannot become
 //! ready reported with its pods' conditions and events and rolled back),
-//! stack_status and health on pods, Postgres backup and restore through
-//! pod exec to identical checksums, and fast, clear errors for an
-//! unreachable API server or a bad kubeconfig.
+//! stack_status and health on pods, Postgres backup, verify_backup and
+//! restore through pod exec to identical checksums, recover (pod restart,
+//! rollout restart; the database's only by token), and fast, clear errors
+//! for an unreachable API server or a bad kubeconfig.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -417,6 +418,133 @@ async fn postgres_backup_and_restore_through_pod_exec() {
         "identical checksums after the round trip"
     );
     assert!(!restored.to_string().contains("kube-db-password-1"));
+    c.cancel().await.expect("close");
+}
+
+/// Waits (bounded) until `kubectl rollout status` says the workload is done.
+fn rolled_out(ns: &Namespace, what: &str) {
+    let out = ns.kubectl(&["rollout", "status", what, "--timeout=120s"]);
+    assert!(
+        out.status.success(),
+        "{what} rolled out: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits (bounded) until web's pods are all new (the old ones, terminating,
+/// are listed until they are gone) and as many as before.
+async fn web_pods_replaced(ns: &Namespace, before: &[String]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = web_pods(ns);
+        if now.len() == before.len() && now.iter().all(|p| !before.contains(p)) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "web pods not replaced within 90 s: {before:?} -> {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn restarted_at(ns: &Namespace, what: &str) -> Value {
+    ns.get(what)["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+        .clone()
+}
+
+fn db_pod_uid(ns: &Namespace) -> String {
+    uid(ns, "pod/db-0")
+}
+
+#[tokio::test]
+async fn recover_restarts_and_rolls_out_on_the_cluster() {
+    let Some(cl) = cluster() else { return };
+    let ns = Namespace::new(&cl);
+    let stack = KubeStack::new("kube");
+    let c = client(&stack, &ns, Person::Absent).await;
+    let tools = c.list_all_tools().await.expect("tools");
+    let up = apply(&c, json!({"timeout_s": 240})).await;
+    assert!(up.get("error").is_none(), "{up:#}");
+
+    // recreate of a stateless service: a rollout restart, not destructive.
+    let before = web_pods(&ns);
+    let out = call(
+        &c,
+        "recover",
+        json!({"service": "web", "action": "recreate", "wait": true, "timeout_s": 120}),
+    )
+    .await;
+    assert!(!is_error(&out), "{out:?}");
+    let out = structured(&out);
+    common::validate_output(&tools, "recover", &out);
+    assert_eq!(out["action"], "recreate", "{out:#}");
+    assert_eq!(out["confirmed_by"], "not_needed", "{out:#}");
+    assert_eq!(out["wait_outcome"], "healthy", "{out:#}");
+    assert!(
+        restarted_at(&ns, "deployment/web").is_string(),
+        "the pod template carries the restart annotation"
+    );
+    rolled_out(&ns, "deployment/web");
+    let after = web_pods_replaced(&ns, &before).await;
+
+    // restart: the pod is deleted and its Deployment brings a new one.
+    let before = after;
+    let out = call(
+        &c,
+        "recover",
+        json!({"service": "web", "wait": true, "timeout_s": 120}),
+    )
+    .await;
+    assert!(!is_error(&out), "{out:?}");
+    let out = structured(&out);
+    assert_eq!(out["action"], "restart", "{out:#}");
+    assert_eq!(out["confirmed_by"], "not_needed", "{out:#}");
+    web_pods_replaced(&ns, &before).await;
+    rolled_out(&ns, "deployment/web");
+
+    // recreate of the database: destructive, so a token first; without it nothing moves.
+    let db_before = db_pod_uid(&ns);
+    let asked = call(
+        &c,
+        "recover",
+        json!({"service": "db", "action": "recreate", "wait": true, "timeout_s": 180}),
+    )
+    .await;
+    assert!(!is_error(&asked), "{asked:?}");
+    let asked = structured(&asked);
+    assert_eq!(asked["confirmation_required"], true, "{asked:#}");
+    let token = asked["confirm_token"].as_str().expect("token").to_string();
+    assert_eq!(restarted_at(&ns, "statefulset/db"), Value::Null);
+    assert_eq!(
+        db_pod_uid(&ns),
+        db_before,
+        "an unconfirmed recover changes nothing"
+    );
+    let out = call(
+        &c,
+        "recover",
+        json!({"service": "db", "action": "recreate", "wait": true, "timeout_s": 180,
+               "confirm_token": token}),
+    )
+    .await;
+    assert!(!is_error(&out), "{out:?}");
+    let out = structured(&out);
+    assert_eq!(out["confirmed_by"], "token", "{out:#}");
+    assert_eq!(out["wait_outcome"], "healthy", "{out:#}");
+    eprintln!(
+        "recover db (rollout restart of the StatefulSet): waited {} s",
+        out["waited_s"]
+    );
+    assert!(restarted_at(&ns, "statefulset/db").is_string());
+    let t = Instant::now();
+    rolled_out(&ns, "statefulset/db");
+    eprintln!(
+        "then kubectl rollout status statefulset/db: {:?}",
+        t.elapsed()
+    );
+    assert_ne!(db_pod_uid(&ns), db_before, "db-0 was replaced");
+    assert_eq!(psql(&ns, "select 1").trim(), "1", "the new db-0 serves");
     c.cancel().await.expect("close");
 }
 
