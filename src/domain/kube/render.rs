@@ -278,7 +278,7 @@ pub fn bytes_quantity(bytes: u64) -> String {
         ("Mi", 1 << 20),
         ("Ki", 1 << 10),
     ] {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }
@@ -306,7 +306,7 @@ pub fn cpu_quantity(v: &Value) -> Option<String> {
         return None;
     }
     let milli = (n * 1000.0).round() as u64;
-    Some(if milli % 1000 == 0 {
+    Some(if milli.is_multiple_of(1000) {
         (milli / 1000).to_string()
     } else {
         format!("{milli}m")

@@ -607,7 +607,7 @@ async fn plan(call: &Call, obs: &Observed, input: &Input) -> Result<Planned, Too
         let all = obs.compose.all_services().await?;
         orphans = orphan_candidates
             .iter()
-            .filter(|c| !c.service.is_empty() && !all.iter().any(|a| *a == c.service))
+            .filter(|c| !c.service.is_empty() && !all.contains(&c.service))
             .map(|c| c.name.clone())
             .collect();
         orphans.sort();
@@ -794,7 +794,7 @@ fn check_ports(
         .chain(
             obs.project
                 .iter()
-                .filter(|c| !c.service.is_empty() && !touched.iter().any(|t| *t == &c.service)),
+                .filter(|c| !c.service.is_empty() && !touched.contains(&&c.service)),
         )
         .filter(|c| c.running())
         .collect();
