@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::AttachParams;
 use kube::Api;
-use tokio::io::{ReadHalf, SimplexStream};
+use tokio::io::DuplexStream;
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::io::ReaderStream;
@@ -111,9 +111,21 @@ pub async fn open(
     let conn = pods.clone().into_client().connect(req).await?;
     let half_close = conn.supports_stream_close();
     let (sink, stream) = conn.into_stream().split();
+    Ok(start(sink, stream, params.stdin, half_close))
+}
 
-    let (input, stdin): (Input, Option<ReadHalf<SimplexStream>>) = if params.stdin {
-        let (r, w) = tokio::io::simplex(STDIN_BUF);
+/// The two tasks on an open websocket.
+fn start(
+    sink: impl Sink<Message> + Unpin + Send + 'static,
+    stream: impl Stream<Item = Result<Message, WsError>> + Unpin + Send + 'static,
+    stdin: bool,
+    half_close: bool,
+) -> Session {
+    // A duplex, not a simplex: when the writer task ends, dropping its end
+    // fails the process's pending stdin write at once (a simplex's split
+    // halves share the pipe, so the write would wait for room forever).
+    let (input, stdin): (Input, Option<DuplexStream>) = if stdin {
+        let (w, r) = tokio::io::duplex(STDIN_BUF);
         (Box::pin(w), Some(r))
     } else {
         (Box::pin(tokio::io::sink()), None)
@@ -129,14 +141,14 @@ pub async fn open(
         (writer.clone(), stalled_rx),
     ))
     .abort_handle();
-    Ok(Session {
+    Session {
         output: Box::pin(out_rx),
         input,
         exit: ExitStatus {
             status: Some(status_rx),
             tasks: [reader, writer],
         },
-    })
+    }
 }
 
 /// Reads frames until the status (or the end of the connection, or the
@@ -207,7 +219,7 @@ async fn read(
 /// (`Finished::stdin_unsent`), never a hang.
 async fn write(
     mut sink: impl Sink<Message> + Unpin,
-    stdin: Option<ReadHalf<SimplexStream>>,
+    stdin: Option<DuplexStream>,
     half_close: bool,
     stalled: oneshot::Sender<()>,
 ) {
@@ -252,5 +264,73 @@ async fn write(
         if sent.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::WebSocketStream;
+
+    /// The stall this module exists for: the server sends output and the
+    /// exit status but never reads stdin again (a command that exited
+    /// after reading its input's head), over a transport that holds 4 KiB.
+    /// The session must still end with the status, and the stdin writer
+    /// must fail rather than hang.
+    #[tokio::test]
+    async fn the_status_arrives_while_stdin_is_not_taken() {
+        let (client_io, server_io) = tokio::io::duplex(4096);
+        let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let (sink, stream) = client.split();
+        let mut session = start(sink, stream, true, true);
+
+        // The remote reads one stdin frame, answers, exits; then reads nothing more.
+        let server_task = tokio::spawn(async move {
+            let first = server.next().await.expect("a frame").expect("ok");
+            assert_eq!(first.into_data()[0], STDIN);
+            let mut out = vec![STDOUT];
+            out.extend_from_slice(b"listing\n");
+            server.send(Message::binary(out)).await.expect("stdout");
+            let mut status = vec![STATUS];
+            status.extend_from_slice(br#"{"status":"Success","metadata":{}}"#);
+            server.send(Message::binary(status)).await.expect("status");
+            // Held open, never read: the client's stdin frames pile up.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(server);
+        });
+        let feed = tokio::spawn(async move {
+            let chunk = vec![7u8; 64 * 1024];
+            for _ in 0..64 {
+                session.input.write_all(&chunk).await?;
+            }
+            session.input.shutdown().await
+        });
+        let work = async {
+            let mut stdout = Vec::new();
+            while let Some(item) = session.output.next().await {
+                if let Chunk::Stdout(b) = item.expect("chunk") {
+                    stdout.extend_from_slice(&b);
+                }
+            }
+            let status = session.exit.status().await.expect("status");
+            (stdout, status)
+        };
+        let (stdout, status) = tokio::time::timeout(Duration::from_secs(10), work)
+            .await
+            .expect("the session ended within 10 s");
+        assert_eq!(stdout, b"listing\n");
+        assert_eq!(
+            crate::engine::kubernetes::exec::exit_code(&status).expect("code"),
+            0
+        );
+        let fed = tokio::time::timeout(Duration::from_secs(5), feed)
+            .await
+            .expect("the stdin writer returned")
+            .expect("join");
+        assert!(fed.is_err(), "4 MiB cannot have been taken: {fed:?}");
+        server_task.abort();
     }
 }
