@@ -5,7 +5,8 @@
 //! Deployment, a volumeClaimTemplate change and a prune that need
 //! confirmation by token and by elicitation, a rollout that cannot become
 //! ready reported with its pods' conditions and events and rolled back),
-//! stack_status and health on pods, Postgres backup, verify_backup and
+//! stack_status and health on pods, Postgres backup, verify_backup (in the
+//! pod, and in a helper pod with the service scaled to 0) and
 //! restore through pod exec to identical checksums, recover (pod restart,
 //! rollout restart; the database's only by token), and fast, clear errors
 //! for an unreachable API server or a bad kubeconfig.
@@ -393,6 +394,54 @@ async fn postgres_backup_and_restore_through_pod_exec() {
     );
     assert!(checked["content"].get("missing").is_none(), "{verified:#}");
     eprintln!("verify_backup on the cluster: {:?}", started.elapsed());
+
+    // With db scaled to 0 the check runs in a helper pod from the image that wrote the dump
+    // (fed on stdin the same way), and the helper is gone afterwards.
+    ns.kubectl_ok(&["scale", "statefulset/db", "--replicas=0"]);
+    ns.kubectl_ok(&["wait", "--for=delete", "pod/db-0", "--timeout=90s"]);
+    let started = Instant::now();
+    let verified = tokio::time::timeout(
+        Duration::from_secs(180),
+        call(&c, "verify_backup", json!({"backup_id": id})),
+    )
+    .await
+    .expect("verify_backup in a helper finished within 180 s");
+    assert!(!is_error(&verified), "{verified:?}");
+    let verified = structured(&verified);
+    assert_eq!(verified["ok"], true, "{verified:#}");
+    assert_eq!(
+        verified["files"][0]["content"]["checked_with"],
+        "pg_restore --list in a helper container from stackpilot-test/postgres:15",
+        "{verified:#}"
+    );
+    eprintln!("verify_backup in a helper pod: {:?}", started.elapsed());
+    let helpers = || {
+        ns.kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "io.stackpilot/helper=true",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = helpers();
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "helper pods left: {left}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    ns.kubectl_ok(&["scale", "statefulset/db", "--replicas=1"]);
+    rolled_out(&ns, "statefulset/db");
+    ns.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/db-0",
+        "--timeout=120s",
+    ]);
 
     // Damage the data, then restore: the token path (restore is destructive).
     psql(&ns, "delete from orders where id % 3 = 0; update customers set name = 'x' where id < 100; select setval('invoice_no', 1);");
