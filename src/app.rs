@@ -8,9 +8,11 @@ use crate::adapters::hardware::HostFacts;
 use crate::adapters::metrics::Metrics;
 use crate::domain::error::ToolError;
 use crate::domain::hardware::RuntimeInfo;
+use crate::domain::kube::target::KubeTarget;
 use crate::domain::redact::SecretBook;
 use crate::domain::stack::Stack;
 use crate::engine::compose::ComposeEngine;
+use crate::engine::kubernetes::KubeEngine;
 use crate::engine::Engine;
 
 /// Server-wide switches, set by flags.
@@ -47,6 +49,8 @@ pub struct App {
     /// costs about a millisecond of CPU, which would cap a busy server.
     pub host_cache: Mutex<Option<(Instant, HostFacts)>>,
     compose: Arc<ComposeEngine>,
+    /// Set when the stack runs on Kubernetes (`--target kubernetes` or x-stackpilot).
+    kube: Option<Arc<KubeEngine>>,
     engine: Arc<dyn Engine>,
     /// Tool calls, confirmations and health verdicts, served at /metrics.
     pub metrics: Metrics,
@@ -65,16 +69,27 @@ pub const RUNTIME_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl App {
     pub fn new(stack: Stack, mode: Mode) -> Self {
+        Self::with_target(stack, mode, None)
+    }
+
+    /// An app whose stack runs on a Kubernetes namespace (`Some`) or on Compose.
+    pub fn with_target(stack: Stack, mode: Mode, kube: Option<KubeTarget>) -> Self {
         let secrets = crate::adapters::logging::book();
         let compose = Arc::new(ComposeEngine::new(stack.clone(), secrets.clone()));
+        let kube = kube.map(|t| Arc::new(KubeEngine::new(stack.clone(), t)));
+        let engine: Arc<dyn Engine> = match &kube {
+            Some(k) => k.clone(),
+            None => compose.clone(),
+        };
         Self {
             secrets,
             stack,
             mode,
             runtime_cache: Mutex::new(None),
             host_cache: Mutex::new(None),
-            engine: compose.clone(),
+            engine,
             compose,
+            kube,
             metrics: Metrics::new(),
             last_health: Mutex::new(None),
         }
@@ -116,7 +131,33 @@ impl App {
     }
 
     /// The Compose engine, for what only Compose has (compose_up, compose_down).
+    /// A stack on Kubernetes has none: the error names the target.
     pub fn compose(&self) -> Result<&ComposeEngine, ToolError> {
-        Ok(self.compose.as_ref())
+        match &self.kube {
+            Some(k) => Err(ToolError::invalid(
+                "target",
+                format!(
+                    "this stack runs on Kubernetes (context `{}`, namespace `{}`): this tool works only on the Compose target",
+                    k.target().context_name(),
+                    k.target().namespace
+                ),
+            )
+            .next_step("use kube_apply to change the stack on the cluster, or start stackpilot with --target compose")),
+            None => Ok(self.compose.as_ref()),
+        }
+    }
+
+    /// The Kubernetes engine of the stack's target, when it runs on Kubernetes.
+    pub fn kube(&self) -> Option<Arc<KubeEngine>> {
+        self.kube.clone()
+    }
+
+    /// A Kubernetes engine for `target`: the stack's own when it is the same
+    /// namespace and context, else a new one (connected on first use).
+    pub fn kube_for(&self, target: &KubeTarget) -> Arc<KubeEngine> {
+        match &self.kube {
+            Some(k) if k.target() == target => k.clone(),
+            _ => Arc::new(KubeEngine::new(self.stack.clone(), target.clone())),
+        }
     }
 }

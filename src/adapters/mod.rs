@@ -16,5 +16,6 @@ pub mod net_probe;
 pub mod ollama;
 pub mod ollama_probe;
 pub mod pull_parts;
+pub mod render_dir;
 pub mod stack_dir;
 pub mod store;

@@ -151,3 +151,25 @@ fn top_level_name(path: &Path) -> Option<String> {
         _ => None,
     }
 }
+
+/// The Kubernetes target the compose files' top-level `x-stackpilot` block
+/// declares (`target`, `kubernetes: {context, namespace}`), read raw: these
+/// fields take literal values. Later files override earlier ones, as compose
+/// merges them.
+pub fn declared_target(stack: &Stack) -> crate::domain::kube::target::DeclaredTarget {
+    use crate::domain::kube::target::{declared_target, DeclaredTarget};
+    let mut out = DeclaredTarget::default();
+    for f in &stack.files {
+        let Some(doc) = std::fs::read_to_string(f)
+            .ok()
+            .and_then(|t| serde_norway::from_str::<serde_json::Value>(&t).ok())
+        else {
+            continue;
+        };
+        let d = declared_target(doc.get("x-stackpilot"));
+        out.target = d.target.or(out.target);
+        out.context = d.context.or(out.context);
+        out.namespace = d.namespace.or(out.namespace);
+    }
+    out
+}

@@ -26,6 +26,17 @@ pub struct Cli {
     /// Where the lock, audit log and confirmation key live. Default: <stack>/.stackpilot
     #[arg(long, global = true, env = "STACKPILOT_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Where the stack runs: compose (default) or kubernetes. Default: the stack's
+    /// x-stackpilot `target`, else compose.
+    #[arg(long, global = true, env = "STACKPILOT_TARGET")]
+    pub target: Option<String>,
+    /// Kubernetes: the kubeconfig context (default: x-stackpilot kubernetes.context, else the
+    /// kubeconfig's current context).
+    #[arg(long, global = true, env = "STACKPILOT_KUBE_CONTEXT")]
+    pub context: Option<String>,
+    /// Kubernetes: the namespace (default: x-stackpilot kubernetes.namespace, else `default`).
+    #[arg(long, global = true, env = "STACKPILOT_KUBE_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
@@ -140,7 +151,15 @@ pub fn main() -> ExitCode {
 pub(crate) fn open_app(cli: &Cli, mode: Mode) -> anyhow::Result<Arc<App>> {
     let dir = cli.stack.clone().unwrap_or_else(default_stack_dir);
     let stack = crate::adapters::stack_dir::open(&dir, cli.state_dir.as_deref())?;
-    Ok(Arc::new(App::new(stack, mode)))
+    let declared = crate::adapters::stack_dir::declared_target(&stack);
+    let target = crate::domain::kube::target::resolve(
+        cli.target.as_deref(),
+        cli.context.as_deref(),
+        cli.namespace.as_deref(),
+        &declared,
+    )
+    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    Ok(Arc::new(App::with_target(stack, mode, target)))
 }
 
 async fn run(cli: Cli) -> ExitCode {

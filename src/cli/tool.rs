@@ -244,6 +244,9 @@ pub async fn run(cli: &Cli, argv: &[OsString]) -> ExitCode {
             .get_one::<String>("state-dir")
             .map(PathBuf::from)
             .or_else(|| cli.state_dir.clone()),
+        target: cli.target.clone(),
+        context: cli.context.clone(),
+        namespace: cli.namespace.clone(),
         log_format: cli.log_format.clone(),
         command: Command::Tool(Vec::new()),
     };

@@ -14,6 +14,7 @@
 //! Engines import only `domain`; text that comes out of a container is
 //! returned as it is, and the tools redact it (they know the stack's secrets).
 pub mod compose;
+pub mod kubernetes;
 pub mod process;
 
 use std::pin::Pin;
@@ -113,6 +114,13 @@ pub trait Engine: Send + Sync {
     /// The stack model for the default profiles, reused while the stack's
     /// files are unchanged (health and recover call it on every poll).
     async fn model_cached(&self) -> Result<StackModel, ToolError>;
+
+    /// The normalized compose file of these profiles (`docker compose config`,
+    /// which needs no daemon): what a Kubernetes render translates.
+    async fn compose_config(&self, profiles: &[String]) -> Result<serde_json::Value, ToolError>;
+
+    /// Every profile any service of the compose files names.
+    async fn compose_profiles(&self) -> Result<Vec<String>, ToolError>;
 
     /// Every instance of the project (running or not), one-offs flagged,
     /// sorted by service then name.

@@ -31,11 +31,12 @@ use crate::guard::{Call, ConfirmMode, Confirmer, Progress, Reply};
 use crate::tools::def::ToolDef;
 
 /// The tools that may run as tasks (they can take minutes).
-pub const LONG_TOOLS: [&str; 11] = [
+pub const LONG_TOOLS: [&str; 12] = [
     "backup",
     "compose_down",
     "compose_up",
     "deploy",
+    "kube_apply",
     "pull_model",
     "recover",
     "restore",

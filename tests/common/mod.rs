@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod kube;
 pub mod ollama_peers;
 pub mod peers;
 

@@ -222,13 +222,19 @@ impl Compose {
     /// x-stackpilot blocks the JSON form drops, so one process is enough;
     /// tests/compose_model.rs checks the two forms give the same model.
     pub async fn model(&self, profiles: &[String]) -> Result<StackModel, ToolError> {
+        let yaml = self.config_value(profiles).await?;
+        Ok(model_from_config(&yaml, &yaml, &self.dir, profiles))
+    }
+
+    /// The normalized compose file of these profiles (`docker compose config`),
+    /// x-stackpilot blocks included.
+    pub async fn config_value(&self, profiles: &[String]) -> Result<Value, ToolError> {
         let yaml = self
             .run(profiles, &["config"], Duration::from_secs(30))
             .await?;
-        let yaml: Value = serde_norway::from_str(&yaml.stdout).map_err(|e| {
+        serde_norway::from_str(&yaml.stdout).map_err(|e| {
             ToolError::external(format!("docker compose config printed invalid YAML: {e}"))
-        })?;
-        Ok(model_from_config(&yaml, &yaml, &self.dir, profiles))
+        })
     }
 
     /// A service's environment as compose resolves it (interpolated from the

@@ -168,6 +168,14 @@ impl Engine for ComposeEngine {
         Ok(model)
     }
 
+    async fn compose_config(&self, profiles: &[String]) -> Result<serde_json::Value, ToolError> {
+        self.cli()?.config_value(profiles).await
+    }
+
+    async fn compose_profiles(&self) -> Result<Vec<String>, ToolError> {
+        self.cli()?.profiles().await
+    }
+
     async fn instances(&self) -> Result<Vec<Instance>, ToolError> {
         docker::list_containers(self.docker().await?, Some(self.project())).await
     }
