@@ -267,6 +267,7 @@ async fn throughput(
     let ok = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
+    let ids = Arc::new(AtomicU64::new(1_000));
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (ok, bad, url, session, body, method) = (
@@ -277,10 +278,14 @@ async fn throughput(
             body.clone(),
             method.to_string(),
         );
+        let ids = ids.clone();
         tasks.push(tokio::spawn(async move {
             let c = client();
             while Instant::now() < deadline {
-                match post(&c, &url, session.as_deref(), &method, body.clone()).await {
+                // Every request of a session needs its own id (JSON-RPC).
+                let n = ids.fetch_add(1, Ordering::Relaxed);
+                let body = body.replacen(r#""id":1,"#, &format!(r#""id":{n},"#), 1);
+                match post(&c, &url, session.as_deref(), &method, body).await {
                     Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                     Err(_) => bad.fetch_add(1, Ordering::Relaxed),
                 };

@@ -28,7 +28,7 @@ use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient};
 use serde_json::{json, Value};
 
-use stackpilot::domain::kube::render::{render, to_yaml, Expose, Input};
+use stackpilot::domain::kubernetes::render::{render, to_yaml, Expose, Input};
 use stackpilot::domain::stack_model::model_from_config;
 
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use crate::adapters::hardware::HostFacts;
 use crate::adapters::metrics::Metrics;
 use crate::domain::error::ToolError;
 use crate::domain::hardware::RuntimeInfo;
-use crate::domain::kube::target::KubeTarget;
+use crate::domain::kubernetes::target::KubeTarget;
 use crate::domain::redact::SecretBook;
 use crate::domain::stack::Stack;
 use crate::engine::compose::ComposeEngine;
@@ -76,7 +76,7 @@ impl App {
     pub fn with_target(stack: Stack, mode: Mode, kube: Option<KubeTarget>) -> Self {
         let secrets = crate::adapters::logging::book();
         let compose = Arc::new(ComposeEngine::new(stack.clone(), secrets.clone()));
-        let kube = kube.map(|t| Arc::new(KubeEngine::new(stack.clone(), t)));
+        let kube = kube.map(|t| Arc::new(KubeEngine::new(stack.clone(), t, secrets.clone())));
         let engine: Arc<dyn Engine> = match &kube {
             Some(k) => k.clone(),
             None => compose.clone(),
@@ -157,7 +157,11 @@ impl App {
     pub fn kube_for(&self, target: &KubeTarget) -> Arc<KubeEngine> {
         match &self.kube {
             Some(k) if k.target() == target => k.clone(),
-            _ => Arc::new(KubeEngine::new(self.stack.clone(), target.clone())),
+            _ => Arc::new(KubeEngine::new(
+                self.stack.clone(),
+                target.clone(),
+                self.secrets.clone(),
+            )),
         }
     }
 }

@@ -235,6 +235,116 @@ async fn sessions_are_capped_with_retry_after_and_unknown_deletes_are_404() {
     assert_eq!(status, 404);
 }
 
+/// Many requests at once on one 2025-11-25 session are all answered (or,
+/// past the per-session cap, refused with 429 and Retry-After): none waits for
+/// good. Before the cap and the larger session channels, 50 clients pinging
+/// one session could leave every one of them waiting (rmcp's session worker
+/// and the handler each waiting on the other's full channel).
+#[tokio::test]
+async fn concurrent_requests_on_one_session_are_all_answered() {
+    let stack = TestStack::new("");
+    let server = http_server(stack.path(), &[]).await;
+    let (status, headers) = initialize(&server.url).await;
+    assert_eq!(status, 200);
+    let id = headers
+        .get("mcp-session-id")
+        .expect("a session id")
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let session = [
+        ("Mcp-Session-Id", id.as_str()),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ];
+    let (status, _, _) = post_raw(
+        &server.url,
+        &session,
+        br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_vec(),
+    )
+    .await;
+    assert!(status.is_success(), "{status}");
+    let mut calls = Vec::new();
+    for n in 0..300u32 {
+        let url = server.url.clone();
+        let id = id.clone();
+        calls.push(tokio::spawn(async move {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{},"method":"ping"}}"#, n + 10);
+            let headers = [
+                ("Mcp-Session-Id", id.as_str()),
+                ("MCP-Protocol-Version", "2025-11-25"),
+            ];
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                post_raw(&url, &headers, body.into_bytes()),
+            )
+            .await
+        }));
+    }
+    let (mut answered, mut refused) = (0, 0);
+    for c in calls {
+        let (status, headers, body) = c
+            .await
+            .expect("join")
+            .expect("every request answered within 30 s");
+        match status.as_u16() {
+            200 => {
+                assert!(body.contains("\"result\""), "{body}");
+                answered += 1;
+            }
+            429 => {
+                assert!(headers.get("retry-after").is_some(), "{body}");
+                refused += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    eprintln!("{answered} answered, {refused} refused (429)");
+    assert!(answered >= 50, "{answered} answered, {refused} refused");
+
+    // 50 requests at once with one id (a client bug): each is answered, or
+    // refused with -32600 naming the id while another with it is open; none
+    // waits for good (rmcp routes a response by its id).
+    let mut calls = Vec::new();
+    for _ in 0..50 {
+        let url = server.url.clone();
+        let id = id.clone();
+        calls.push(tokio::spawn(async move {
+            let headers = [
+                ("Mcp-Session-Id", id.as_str()),
+                ("MCP-Protocol-Version", "2025-11-25"),
+            ];
+            let body = br#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#.to_vec();
+            tokio::time::timeout(Duration::from_secs(30), post_raw(&url, &headers, body)).await
+        }));
+    }
+    for c in calls {
+        let (status, _, body) = c
+            .await
+            .expect("join")
+            .expect("answered within 30 s, the same id or not");
+        match status.as_u16() {
+            200 => assert!(body.contains("\"result\""), "{body}"),
+            400 => {
+                let v: Value = serde_json::from_str(&body).expect("a JSON-RPC error");
+                assert_eq!(
+                    (&v["id"], &v["error"]["code"]),
+                    (&json!(7), &json!(-32600)),
+                    "{body}"
+                );
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    // The session still serves.
+    let (status, _, body) = post_raw(
+        &server.url,
+        &session,
+        br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test]
 async fn the_global_session_cap_answers_503() {
     let stack = TestStack::new("");

@@ -173,7 +173,7 @@ async fn the_image_serves_stdio_with_the_socket_and_http_in_the_ops_profile() {
         .await
         .expect("initialize over docker run -i");
     let tools = client.list_all_tools().await.expect("tools/list");
-    assert_eq!(tools.len(), 16);
+    assert_eq!(tools.len(), common::exported_tool_names().len());
     let status = call(&client, "stack_status", json!({})).await;
     assert!(!is_error(&status), "{status:?}");
     let status = structured(&status);

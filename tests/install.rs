@@ -113,7 +113,13 @@ async fn the_mcpb_bundle_validates_and_runs_as_a_host_starts_it() {
         .iter()
         .filter_map(|t| t["name"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(declared.len(), 16, "{declared:?}");
+    let mut sorted = declared.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        common::exported_tool_names(),
+        "every tool, as tools/ exports them"
+    );
     for key in ["stack_dir", "docker_host", "ollama_host", "read_only"] {
         assert!(
             manifest["user_config"].get(key).is_some(),
@@ -123,7 +129,9 @@ async fn the_mcpb_bundle_validates_and_runs_as_a_host_starts_it() {
 
     // Started as a host starts it, with a person's settings, in both modes.
     let stack = TestStack::new("");
-    for (read_only, expect) in [(false, 16), (true, 7)] {
+    let every = common::exported_tool_names().len();
+    let read_only_tools = common::read_only_tool_names().len();
+    for (read_only, expect) in [(false, every), (true, read_only_tools)] {
         let config = json!({
             "stack_dir": stack.path().to_string_lossy(),
             "docker_host": "unix:///tmp/stackpilot-test-no-docker.sock",

@@ -8,7 +8,8 @@
 //! stack_status and health on pods, Postgres backup, verify_backup (in the
 //! pod, and in a helper pod with the service scaled to 0) and
 //! restore through pod exec to identical checksums, recover (pod restart,
-//! rollout restart; the database's only by token), and fast, clear errors
+//! rollout restart; the database's only by token), logs from the pod log
+//! API, and fast, clear errors
 //! for an unreachable API server or a bad kubeconfig.
 mod common;
 
@@ -595,6 +596,115 @@ async fn recover_restarts_and_rolls_out_on_the_cluster() {
     assert_ne!(db_pod_uid(&ns), db_before, "db-0 was replaced");
     assert_eq!(psql(&ns, "select 1").trim(), "1", "the new db-0 serves");
     c.cancel().await.expect("close");
+}
+
+/// The day-2 `logs` tool on the cluster (the pod log API with timestamps)
+/// and live resources (a pod watch), through the same port as on Compose.
+#[tokio::test]
+async fn logs_and_live_updates_from_the_cluster() {
+    let Some(cl) = cluster() else { return };
+    let ns = Namespace::new(&cl);
+    let stack = KubeStack::new("kube");
+    let tc = TestClient::new(Person::Absent, ProtocolVersion::V_2025_11_25);
+    let updates = tc.updates.clone();
+    let args = ns.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let c = stdio_client_env(stack.path(), &args, tc, &ns.env()).await;
+    let tools = c.list_all_tools().await.expect("tools");
+    let up = apply(&c, json!({"timeout_s": 240})).await;
+    assert!(up.get("error").is_none(), "{up:#}");
+
+    // Postgres says it is ready once it is; its pod's log holds the line.
+    let args = json!({"services": ["db"], "grep": "ready to accept connections", "tail": 20});
+    let out = call(&c, "logs", args).await;
+    assert!(!is_error(&out), "{out:?}");
+    let out = structured(&out);
+    common::validate_output(&tools, "logs", &out);
+    assert_eq!(out["services"], json!(["db"]), "{out:#}");
+    let lines = out["lines"].as_array().expect("lines");
+    assert!(!lines.is_empty(), "{out:#}");
+    let mut last = String::new();
+    for l in lines {
+        assert_eq!(l["service"], "db", "{l}");
+        assert!(
+            l["instance"].as_str().is_some_and(|i| i.starts_with("db-")),
+            "the pod's name: {l}"
+        );
+        assert_eq!(l["stream"], "stdout", "one log per pod: {l}");
+        assert!(
+            l["untrusted_output"]
+                .as_str()
+                .is_some_and(|t| t.contains("ready to accept connections")),
+            "{l}"
+        );
+        let time = l["time"].as_str().expect("time").to_string();
+        assert!(
+            time.ends_with('Z') && time >= last,
+            "oldest first, UTC: {l}"
+        );
+        last = time;
+    }
+    // A bound in the future leaves nothing; the pod's log was read all the same.
+    let out = structured(
+        &call(
+            &c,
+            "logs",
+            json!({"services": ["db"], "since": "2099-01-01T00:00:00Z"}),
+        )
+        .await,
+    );
+    assert_eq!(out["lines"], json!([]), "{out:#}");
+
+    // Kubernetes keeps stdout and stderr in one log: stderr alone is refused, naming why.
+    let out = call(&c, "logs", json!({"services": ["db"], "streams": "stderr"})).await;
+    assert!(is_error(&out), "{out:?}");
+    let err = &structured(&out)["error"];
+    assert_eq!(err["field"], "streams", "{err}");
+    assert_eq!(err["allowed"], json!(["both", "stdout"]), "{err}");
+    // The server keeps serving.
+    let out = call(&c, "logs", json!({"services": ["web"], "tail": 5})).await;
+    assert!(!is_error(&out), "{out:?}");
+
+    // Live updates: a subscriber to web hears of its pod's deletion, pushed by
+    // the API server's watch.
+    #[allow(deprecated)]
+    c.subscribe(rmcp::model::SubscribeRequestParams::new(
+        "stackpilot://stack/services/web",
+    ))
+    .await
+    .expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    updates.lock().expect("updates").clear();
+    let names = ns.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=web",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let pod = names
+        .split_whitespace()
+        .next()
+        .expect("a web pod")
+        .to_string();
+    ns.kubectl_ok(&["delete", "pod", &pod, "--wait=false"]);
+    let deleted = Instant::now();
+    loop {
+        let seen = updates.lock().expect("updates").clone();
+        if seen
+            .iter()
+            .any(|(_, u)| u == "stackpilot://stack/services/web")
+        {
+            eprintln!("update {:?} after the delete", deleted.elapsed());
+            break;
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(10),
+            "an update for web within 10 s of its pod's deletion: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

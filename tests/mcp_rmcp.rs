@@ -28,24 +28,8 @@ async fn exercise(client: &Client) {
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     assert_eq!(
         names,
-        [
-            "backup",
-            "compose_down",
-            "compose_up",
-            "detect_hardware",
-            "health",
-            "list_backups",
-            "list_models",
-            "prune_backups",
-            "pull_model",
-            "recover",
-            "remove_model",
-            "restore",
-            "select_profile",
-            "set_kv_cache",
-            "stack_status",
-            "verify_backup"
-        ]
+        common::exported_tool_names(),
+        "every tool of the table"
     );
     for t in &tools {
         assert!(

@@ -156,8 +156,8 @@ fn top_level_name(path: &Path) -> Option<String> {
 /// declares (`target`, `kubernetes: {context, namespace}`), read raw: these
 /// fields take literal values. Later files override earlier ones, as compose
 /// merges them.
-pub fn declared_target(stack: &Stack) -> crate::domain::kube::target::DeclaredTarget {
-    use crate::domain::kube::target::{declared_target, DeclaredTarget};
+pub fn declared_target(stack: &Stack) -> crate::domain::kubernetes::target::DeclaredTarget {
+    use crate::domain::kubernetes::target::{declared_target, DeclaredTarget};
     let mut out = DeclaredTarget::default();
     for f in &stack.files {
         let Some(doc) = std::fs::read_to_string(f)

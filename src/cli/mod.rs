@@ -152,7 +152,7 @@ pub(crate) fn open_app(cli: &Cli, mode: Mode) -> anyhow::Result<Arc<App>> {
     let dir = cli.stack.clone().unwrap_or_else(default_stack_dir);
     let stack = crate::adapters::stack_dir::open(&dir, cli.state_dir.as_deref())?;
     let declared = crate::adapters::stack_dir::declared_target(&stack);
-    let target = crate::domain::kube::target::resolve(
+    let target = crate::domain::kubernetes::target::resolve(
         cli.target.as_deref(),
         cli.context.as_deref(),
         cli.namespace.as_deref(),

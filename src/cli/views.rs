@@ -789,6 +789,40 @@ fn set_kv_cache(v: &Value) -> Doc {
     doc
 }
 
+/// What was read, then the lines as a terminal shows logs:
+/// `time instance stream | text`.
+fn logs(v: &Value) -> Doc {
+    let mut doc = Doc::default();
+    let mut f = Fields::default();
+    f.add("services", strings(&v["services"]).join(", "))
+        .add(
+            "returned",
+            format!("{} lines, {}", text(&v["returned"]), bytes(&v["bytes"])),
+        )
+        .add("since", text(&v["since"]))
+        .add("until", text(&v["until"]));
+    if v["truncated"].as_bool() == Some(true) {
+        f.add("truncated", "older lines left out (see notes)".into());
+    }
+    f.done(&mut doc);
+    doc.list("notes", strings(&v["notes"]));
+    doc.verbatim(
+        items(&v["lines"])
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {} {} | {}",
+                    text(&l["time"]),
+                    text(&l["instance"]),
+                    text(&l["stream"]),
+                    text(&l["untrusted_output"])
+                )
+            })
+            .collect(),
+    );
+    doc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -845,38 +879,4 @@ mod tests {
         assert!(text.contains("not available: no socket"), "{text}");
         assert!(!text.contains("74567720960"), "{text}");
     }
-}
-
-/// What was read, then the lines as a terminal shows logs:
-/// `time instance stream | text`.
-fn logs(v: &Value) -> Doc {
-    let mut doc = Doc::default();
-    let mut f = Fields::default();
-    f.add("services", strings(&v["services"]).join(", "))
-        .add(
-            "returned",
-            format!("{} lines, {}", text(&v["returned"]), bytes(&v["bytes"])),
-        )
-        .add("since", text(&v["since"]))
-        .add("until", text(&v["until"]));
-    if v["truncated"].as_bool() == Some(true) {
-        f.add("truncated", "older lines left out (see notes)".into());
-    }
-    f.done(&mut doc);
-    doc.list("notes", strings(&v["notes"]));
-    doc.verbatim(
-        items(&v["lines"])
-            .iter()
-            .map(|l| {
-                format!(
-                    "{} {} {} | {}",
-                    text(&l["time"]),
-                    text(&l["instance"]),
-                    text(&l["stream"]),
-                    text(&l["untrusted_output"])
-                )
-            })
-            .collect(),
-    );
-    doc
 }

@@ -9,7 +9,7 @@ pub mod hardware;
 pub mod health;
 pub mod instance;
 pub mod interpolate;
-pub mod kube;
+pub mod kubernetes;
 pub mod logs;
 pub mod models;
 pub mod plan;

@@ -196,6 +196,16 @@ fn refused(r: Refusal) -> Response {
             retry_after,
             "too many requests: this client address holds its share of MCP sessions; close some (DELETE) or retry later",
         ),
+        Refusal::SessionBusy { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_after,
+            "too many requests: this MCP session has its share of requests open; wait for some to finish, or open another session",
+        ),
+        Refusal::DuplicateId => (
+            StatusCode::BAD_REQUEST,
+            Duration::ZERO,
+            "invalid request: the id is in use by an open request of this session",
+        ),
     };
     let mut resp = deny(status, message);
     if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
@@ -264,7 +274,11 @@ async fn mcp_edge(State(edge): State<Edge>, request: Request, next: Next) -> Res
         Method::POST => {}
         _ => {
             // A GET stream keeps its session busy while it is open.
-            let busy = session.as_deref().and_then(|id| edge.table.busy(id));
+            let busy = match session.as_deref().map(|id| edge.table.busy(id, None)) {
+                Some(Err(r)) => return refused(r),
+                Some(Ok(b)) => b,
+                None => None,
+            };
             let response = next.run(request).await;
             return hold_until_done(response, busy);
         }
@@ -274,10 +288,20 @@ async fn mcp_edge(State(edge): State<Edge>, request: Request, next: Next) -> Res
         Ok(b) => b,
         Err(r) => return r,
     };
+    let mut request_id: Option<serde_json::Value> = None;
     let is_initialize = match jsonrpc::check(&bytes) {
-        Frame::Forward => serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .is_some_and(|v| v.get("method").and_then(|m| m.as_str()) == Some("initialize")),
+        Frame::Forward => {
+            let v = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+            let method = v
+                .as_ref()
+                .and_then(|v| v.get("method"))
+                .and_then(|m| m.as_str());
+            // A request (method and id): its id must not be one still open.
+            if method.is_some() {
+                request_id = v.as_ref().and_then(|v| v.get("id")).cloned();
+            }
+            method == Some("initialize")
+        }
         Frame::Reply(reply) => {
             let status = if reply["error"]["code"] == jsonrpc::INVALID_PARAMS {
                 StatusCode::OK
@@ -297,7 +321,28 @@ async fn mcp_edge(State(edge): State<Edge>, request: Request, next: Next) -> Res
             return refused(r);
         }
     }
-    let busy = session.as_deref().and_then(|id| edge.table.busy(id));
+    let busy = match session.as_deref().map(|id| {
+        edge.table
+            .busy(id, request_id.as_ref().map(|r| r.to_string()))
+    }) {
+        Some(Err(Refusal::DuplicateId)) => {
+            let rid = request_id.unwrap_or(serde_json::Value::Null);
+            return jsonrpc_response(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": rid,
+                    "error": {
+                        "code": jsonrpc::INVALID_REQUEST,
+                        "message": format!("request id {rid} is in use by a request of this session that has not been answered: use a new id"),
+                    },
+                }),
+            );
+        }
+        Some(Err(r)) => return refused(r),
+        Some(Ok(b)) => b,
+        None => None,
+    };
     let request = Request::from_parts(parts, Body::from(bytes));
     let response = next.run(request).await;
     if new_session {
@@ -393,7 +438,13 @@ pub fn router(
         .with_cancellation_token(shutdown);
     let table = SessionTable::new(opts.sessions);
     let sessions = Arc::new(TrackedSessions {
-        inner: LocalSessionManager::default(),
+        inner: {
+            // Larger than rmcp's 16, with requests per session capped below
+            // it (sessions::MAX_IN_FLIGHT): see there for the hang it avoids.
+            let mut m = LocalSessionManager::default();
+            m.session_config.channel_capacity = crate::mcp::sessions::SESSION_CHANNEL;
+            m
+        },
         table: table.clone(),
     });
     let mcp_app = app.clone();

@@ -51,13 +51,36 @@ pub enum Refusal {
     Full { retry_after: Duration },
     /// This client address holds its share (429).
     ClientFull { retry_after: Duration },
+    /// This session has [`MAX_IN_FLIGHT`] requests open already (429).
+    SessionBusy { retry_after: Duration },
+    /// A request reuses the id of one of the session's requests that is still
+    /// open (JSON-RPC -32600): rmcp routes a response by its id, so the two
+    /// would share one answer and the other would wait for good.
+    DuplicateId,
 }
+
+/// Requests (and GET streams) one session may have open at once; past it a
+/// request gets 429. rmcp 3.11's session worker passes messages through
+/// bounded channels in both directions and its loop waits on each send, so
+/// with both full the worker would wait for the handler to take a request
+/// while the handler waits for the worker to take a response (read from its
+/// source, not seen happen). With at most this many requests open and
+/// channels of [`SESSION_CHANNEL`], neither can fill.
+pub const MAX_IN_FLIGHT: usize = 128;
+
+/// The capacity of rmcp's per-session channels (its default is 16).
+pub const SESSION_CHANNEL: usize = 1024;
+
+// Room in each channel for every open request, its response and progress.
+const _: () = assert!(MAX_IN_FLIGHT * 4 <= SESSION_CHANNEL);
 
 #[derive(Debug)]
 struct Meta {
     client: IpAddr,
     last_seen: Instant,
     in_flight: usize,
+    /// The ids (as JSON text) of the session's requests still open.
+    open_ids: std::collections::HashSet<String>,
 }
 
 /// The live sessions as the HTTP edge sees them.
@@ -119,6 +142,7 @@ impl SessionTable {
                     client,
                     last_seen: Instant::now(),
                     in_flight: 0,
+                    open_ids: Default::default(),
                 },
             );
         }
@@ -130,15 +154,37 @@ impl SessionTable {
 
     /// Marks the session busy until the guard is dropped (the response, or
     /// the GET stream, has ended). None when the session is unknown.
-    pub fn busy(self: &Arc<Self>, id: &str) -> Option<Busy> {
-        let mut live = self.live.lock().ok()?;
-        let meta = live.get_mut(id)?;
+    /// A session with [`MAX_IN_FLIGHT`] requests open is refused, and so is a
+    /// request whose id (`request_id`, as JSON text) one of its open requests
+    /// already has.
+    pub fn busy(
+        self: &Arc<Self>,
+        id: &str,
+        request_id: Option<String>,
+    ) -> Result<Option<Busy>, Refusal> {
+        let Ok(mut live) = self.live.lock() else {
+            return Ok(None);
+        };
+        let Some(meta) = live.get_mut(id) else {
+            return Ok(None);
+        };
+        if meta.in_flight >= MAX_IN_FLIGHT {
+            return Err(Refusal::SessionBusy {
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        if let Some(rid) = &request_id {
+            if !meta.open_ids.insert(rid.clone()) {
+                return Err(Refusal::DuplicateId);
+            }
+        }
         meta.in_flight += 1;
         meta.last_seen = Instant::now();
-        Some(Busy {
+        Ok(Some(Busy {
             table: self.clone(),
             id: id.to_string(),
-        })
+            request_id,
+        }))
     }
 
     pub fn forget(&self, id: &str) {
@@ -178,6 +224,7 @@ fn idle_limit(limits: SessionLimits, live: usize) -> Duration {
 pub struct Busy {
     table: Arc<SessionTable>,
     id: String,
+    request_id: Option<String>,
 }
 
 impl Drop for Busy {
@@ -186,6 +233,9 @@ impl Drop for Busy {
             if let Some(meta) = live.get_mut(&self.id) {
                 meta.in_flight = meta.in_flight.saturating_sub(1);
                 meta.last_seen = Instant::now();
+                if let Some(rid) = &self.request_id {
+                    meta.open_ids.remove(rid);
+                }
             }
         }
     }
@@ -311,13 +361,52 @@ mod tests {
         });
         t.register("x", A);
         t.register("y", A);
-        let guard = t.busy("x").expect("known");
+        let guard = t.busy("x", None).expect("not full").expect("known");
         let expired = t.expired(Instant::now() + Duration::from_secs(1));
         assert_eq!(expired, vec!["y".to_string()]);
         drop(guard);
         let mut expired = t.expired(Instant::now() + Duration::from_secs(1));
         expired.sort();
         assert_eq!(expired, vec!["x".to_string(), "y".to_string()]);
-        assert!(t.busy("unknown").is_none());
+        assert!(t.busy("unknown", None).expect("not full").is_none());
+    }
+
+    #[test]
+    fn a_session_with_too_many_requests_open_is_refused_until_one_ends() {
+        let t = SessionTable::new(limits());
+        t.register("x", A);
+        let guards: Vec<Busy> = (0..MAX_IN_FLIGHT)
+            .map(|n| {
+                t.busy("x", Some(n.to_string()))
+                    .expect("under the cap")
+                    .expect("known")
+            })
+            .collect();
+        assert!(matches!(
+            t.busy("x", None),
+            Err(Refusal::SessionBusy { .. })
+        ));
+        // Other sessions are not affected.
+        t.register("y", A);
+        assert!(t.busy("y", None).expect("y").is_some());
+        drop(guards);
+        assert!(t.busy("x", None).expect("room again").is_some());
+    }
+
+    #[test]
+    fn an_id_still_open_in_the_session_is_refused_and_free_again_once_answered() {
+        let t = SessionTable::new(limits());
+        t.register("x", A);
+        t.register("y", A);
+        let first = t.busy("x", Some("1".into())).expect("free").expect("known");
+        assert!(matches!(
+            t.busy("x", Some("1".into())),
+            Err(Refusal::DuplicateId)
+        ));
+        // `"1"` is another id than `1`; another session has its own ids.
+        assert!(t.busy("x", Some("\"1\"".into())).expect("free").is_some());
+        assert!(t.busy("y", Some("1".into())).expect("free").is_some());
+        drop(first);
+        assert!(t.busy("x", Some("1".into())).expect("free again").is_some());
     }
 }

@@ -8,7 +8,7 @@ pub mod def;
 pub mod deploy;
 pub mod hardware;
 pub mod health;
-pub mod kube;
+pub mod kubernetes;
 pub mod list;
 pub mod models;
 pub mod ops;

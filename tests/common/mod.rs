@@ -432,3 +432,35 @@ pub fn validate_output(client_tools: &[rmcp::model::Tool], tool: &str, instance:
         "{tool} output violates its schema: {errors:?}\n{instance:#}"
     );
 }
+
+/// Every tool's name, from the definitions exported into tools/ (a unit test
+/// and tests/cli.rs hold them equal to the code), sorted.
+pub fn exported_tool_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("tools"))
+        .expect("tools/")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The tools `--read-only` lists: those annotated read-only, and the two with a
+/// read-only form (select_profile without write_env, kube_render without
+/// output_dir), sorted.
+pub fn read_only_tool_names() -> Vec<String> {
+    exported_tool_names()
+        .into_iter()
+        .filter(|n| {
+            let text = std::fs::read_to_string(root().join("tools").join(format!("{n}.json")))
+                .expect("tools/<name>.json");
+            let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            v["annotations"]["readOnlyHint"] == true || n == "select_profile" || n == "kube_render"
+        })
+        .collect()
+}

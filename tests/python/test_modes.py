@@ -23,7 +23,7 @@ async def test_read_only_lists_read_only_forms_and_refuses_writes(launch, stack,
     async with launch(stack, "--read-only").connect(era, person=Person("accept")) as client:
         tools = await tool_map(client)
         # Mutating tools are not listed; read-only tools and read-only forms are.
-        assert sorted(tools) == ["detect_hardware", "health", "list_backups", "list_models", "logs", "select_profile", "stack_status", "verify_backup"]
+        assert sorted(tools) == ["detect_hardware", "health", "kube_render", "list_backups", "list_models", "logs", "select_profile", "stack_status", "verify_backup"]
         for tool in tools.values():
             # Under --read-only every listed tool is read-only, and says so.
             assert tool.annotations.read_only_hint is True

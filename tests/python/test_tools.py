@@ -17,6 +17,8 @@ HINTS = {
     "detect_hardware": ("Detect hardware", True, False, True, False),
     "health": ("Stack health", True, False, True, False),
     "init_env": ("Fill missing secrets in .env", False, False, True, False),
+    "kube_apply": ("Apply the stack to Kubernetes", False, True, True, False),
+    "kube_render": ("Render the stack for Kubernetes", False, False, True, False),
     "list_backups": ("List backup sets", True, False, True, False),
     "list_models": ("List Ollama models", True, False, True, False),
     "logs": ("Service logs", True, False, True, False),

@@ -127,7 +127,42 @@ fn kill_group(_pgid: i32) {}
 
 #[cfg(unix)]
 fn group_alive(pgid: i32) -> bool {
+    // Where /proc can be read, a group whose members have all exited but are
+    // not reaped yet (zombies: a killed shell's orphans wait for init) is not
+    // running; the signal probe would count them.
+    if let Some(running) = group_running_in_proc(pgid) {
+        return running;
+    }
     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok()
+}
+
+/// Whether a process of group `pgid` runs (is not a zombie), from /proc;
+/// None where /proc lists no process.
+#[cfg(unix)]
+fn group_running_in_proc(pgid: i32) -> Option<bool> {
+    let mut seen_any = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        seen_any = true;
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parens.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z" {
+            return Some(true);
+        }
+    }
+    seen_any.then_some(false)
 }
 
 #[cfg(not(unix))]

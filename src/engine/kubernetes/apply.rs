@@ -17,8 +17,8 @@ use kube::Api;
 use serde_json::{json, Value};
 
 use crate::domain::error::ToolError;
-use crate::domain::kube::labels;
-use crate::domain::kube::render::{KubeObject, KIND_ORDER};
+use crate::domain::kubernetes::labels;
+use crate::domain::kubernetes::render::{KubeObject, KIND_ORDER};
 
 use super::KubeEngine;
 

@@ -7,7 +7,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use crate::domain::error::{error_chain, ToolError};
-use crate::domain::kube::target::KubeTarget;
+use crate::domain::kubernetes::target::KubeTarget;
 
 /// A missing or refused API server is reported within 2 s: the probe of
 /// `/version` gets this long, the rest is reading the kubeconfig.

@@ -15,7 +15,7 @@ use kube::Api;
 
 use super::session::{self, ExitStatus, Session};
 use crate::domain::error::ToolError;
-use crate::domain::kube::labels;
+use crate::domain::kubernetes::labels;
 use crate::engine::process::{Exit, Process};
 use crate::engine::HelperSpec;
 
@@ -169,7 +169,7 @@ pub async fn helper(
 ) -> Result<Process, ToolError> {
     let name = format!(
         "{}-helper-{}",
-        crate::domain::kube::names::to_dns1123_label(project)
+        crate::domain::kubernetes::names::to_dns1123_label(project)
             .chars()
             .take(40)
             .collect::<String>(),

@@ -12,7 +12,7 @@ use kube::runtime::watcher;
 use kube::Api;
 
 use crate::domain::error::ToolError;
-use crate::domain::kube::labels;
+use crate::domain::kubernetes::labels;
 use crate::domain::logs::OutputStream;
 use crate::domain::time::rfc3339_to_unix_ns;
 use crate::engine::{LogLine, LogLines, LogQuery};

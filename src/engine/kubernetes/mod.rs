@@ -20,7 +20,7 @@ pub mod session;
 pub mod workloads;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,8 +30,9 @@ use kube::{Api, Client};
 
 use crate::domain::error::ToolError;
 use crate::domain::instance::{EngineFacts, Instance, InstanceDetail};
-use crate::domain::kube::labels;
-use crate::domain::kube::target::KubeTarget;
+use crate::domain::kubernetes::labels;
+use crate::domain::kubernetes::target::KubeTarget;
+use crate::domain::redact::SecretBook;
 use crate::domain::stack::Stack;
 use crate::domain::stack_model::StackModel;
 use crate::engine::compose::cli::Compose;
@@ -50,16 +51,20 @@ pub struct KubeEngine {
     /// Pods stopped through `stop`: their workload and pod selector, so
     /// `start` finds it after the pod is gone.
     stopped: Mutex<HashMap<String, (Owner, String)>>,
+    /// Every secret value seen (the compose model's, the pods' resolved
+    /// environments, Secrets included): what outputs are masked with.
+    secrets: Arc<SecretBook>,
 }
 
 impl KubeEngine {
     /// Cheap: nothing is reached until a method needs it.
-    pub fn new(stack: Stack, target: KubeTarget) -> Self {
+    pub fn new(stack: Stack, target: KubeTarget, secrets: Arc<SecretBook>) -> Self {
         Self {
             stack,
             target,
             client: tokio::sync::OnceCell::new(),
             stopped: Mutex::new(HashMap::new()),
+            secrets,
         }
     }
 
@@ -189,11 +194,15 @@ impl Engine for KubeEngine {
     }
 
     async fn model(&self, profiles: &[String]) -> Result<StackModel, ToolError> {
-        self.cli()?.model(profiles).await
+        let model = self.cli()?.model(profiles).await?;
+        self.secrets.learn(model.secret_values.iter().cloned());
+        Ok(model)
     }
 
     async fn model_cached(&self) -> Result<StackModel, ToolError> {
-        self.cli()?.model_cached(&[]).await
+        let model = self.cli()?.model_cached(&[]).await?;
+        self.secrets.learn(model.secret_values.iter().cloned());
+        Ok(model)
     }
 
     async fn compose_config(&self, profiles: &[String]) -> Result<serde_json::Value, ToolError> {
@@ -229,6 +238,7 @@ impl Engine for KubeEngine {
             return Ok(None);
         };
         let env = self.resolved_env(&pod).await?;
+        self.secrets.learn_env(&env);
         Ok(Some(pods::detail_of(&pod, &events?, env)))
     }
 
@@ -291,10 +301,12 @@ impl Engine for KubeEngine {
     }
 
     async fn environment(&self, id: &str) -> Result<Vec<String>, ToolError> {
-        match self.pod(id).await? {
-            Some(p) => self.resolved_env(&p).await,
-            None => Ok(Vec::new()),
-        }
+        let env = match self.pod(id).await? {
+            Some(p) => self.resolved_env(&p).await?,
+            None => Vec::new(),
+        };
+        self.secrets.learn_env(&env);
+        Ok(env)
     }
 
     async fn exec(

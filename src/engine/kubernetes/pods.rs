@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 
 use crate::domain::instance::{HealthRecord, Instance, InstanceDetail};
-use crate::domain::kube::labels;
+use crate::domain::kubernetes::labels;
 
 fn ts(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> String {
     t.0.to_string()

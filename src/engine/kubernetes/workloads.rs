@@ -9,7 +9,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::domain::kube::labels;
+use crate::domain::kubernetes::labels;
 
 /// The workload a pod belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::adapters::{clock, env_file};
-use crate::domain::error::ToolError;
+use crate::domain::error::{ErrorKind, ToolError};
 use crate::domain::instance::Instance;
 use crate::domain::logs::{self, Grep, Kept, OutputStream, SourceTail, Streams};
 use crate::domain::redact::{self, secret_values};
@@ -270,6 +270,9 @@ struct Read {
     /// The engine's tail bound was reached: older lines exist.
     engine_cut: bool,
     error: Option<String>,
+    /// The engine refused the query itself (not this instance's log): the
+    /// whole call is refused with it, naming the field.
+    refused: Option<ToolError>,
 }
 
 async fn read(call: &Call, q: &Query, started: Instant) -> Result<Output, ToolError> {
@@ -345,6 +348,9 @@ async fn read(call: &Call, q: &Query, started: Instant) -> Result<Output, ToolEr
         )
     }))
     .await;
+    if let Some(e) = reads.iter().find_map(|r| r.refused.clone()) {
+        return Err(e);
+    }
 
     let mut instance_reports = Vec::new();
     let mut tails = Vec::new();
@@ -455,9 +461,14 @@ async fn read_instance(
         lines_read: 0,
         engine_cut: false,
         error: None,
+        refused: None,
     };
     let mut stream = match engine.logs(&inst.id, query).await {
         Ok(s) => s,
+        Err(e) if e.kind == ErrorKind::InvalidInput => {
+            r.refused = Some(e);
+            return r;
+        }
         Err(e) => {
             r.error = Some(format!("no logs: {}", redact::cap(&e.message, 300)));
             return r;

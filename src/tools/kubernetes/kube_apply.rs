@@ -27,15 +27,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::domain::error::{ErrorKind, ToolError};
-use crate::domain::kube::render::{Expose, KubeObject, Untranslatable};
-use crate::domain::kube::target::KubeTarget;
+use crate::domain::kubernetes::render::{Expose, KubeObject, Untranslatable};
+use crate::domain::kubernetes::target::KubeTarget;
 use crate::domain::plan::{Plan, PlanStep, StepCost};
 use crate::engine::kubernetes::apply::{service_selector, DryRun, Rollout};
 use crate::engine::kubernetes::KubeEngine;
 use crate::guard::token::{ConfirmedBy, Guarded};
 use crate::guard::{Call, Gate, Reply};
 use crate::tools::def::{self, Hints, ToolDef};
-use crate::tools::kube::{profiles_of, render_stack};
+use crate::tools::kubernetes::{profiles_of, render_stack};
 
 pub const DEFAULT_TIMEOUT_S: u64 = 300;
 pub const MAX_TIMEOUT_S: u64 = 3600;

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::domain::error::ToolError;
-use crate::domain::kube::names::is_dns1123_label;
+use crate::domain::kubernetes::names::is_dns1123_label;
 
 pub const TARGETS: [&str; 2] = ["compose", "kubernetes"];
 pub const DEFAULT_NAMESPACE: &str = "default";

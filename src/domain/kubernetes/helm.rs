@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::domain::error::ToolError;
-use crate::domain::kube::labels;
-use crate::domain::kube::names::to_dns1123_label;
-use crate::domain::kube::render::{to_yaml, Rendered};
+use crate::domain::kubernetes::labels;
+use crate::domain::kubernetes::names::to_dns1123_label;
+use crate::domain::kubernetes::render::{to_yaml, Rendered};
 
 /// One file of the chart: path relative to the chart directory, content,
 /// and whether it holds secret values.

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use crate::adapters::{env_file, store};
 use crate::domain::error::ToolError;
-use crate::domain::kube::render::{self, Expose, Rendered};
-use crate::domain::kube::target::{check_namespace, DEFAULT_NAMESPACE};
+use crate::domain::kubernetes::render::{self, Expose, Rendered};
+use crate::domain::kubernetes::target::{check_namespace, DEFAULT_NAMESPACE};
 use crate::domain::stack_model::{model_from_config, StackModel};
 use crate::guard::Call;
 

@@ -5,7 +5,7 @@
 //! must be new, empty, or a previous render).
 //!
 //! Steps: check the inputs; `docker compose config` of the profile (no
-//! daemon needed); the pure translation (domain::kube::render); the YAML
+//! daemon needed); the pure translation (domain::kubernetes::render); the YAML
 //! (Secret values redacted in anything returned); the files through the
 //! render_dir adapter. Every compose field that has no translation is in
 //! `untranslatable` with the reason, never dropped silently.
@@ -19,11 +19,11 @@ use sha2::{Digest, Sha256};
 
 use crate::adapters::render_dir::{self, DirError};
 use crate::domain::error::ToolError;
-use crate::domain::kube::helm;
-use crate::domain::kube::render::{to_yaml, Expose, PublishedPort, Rendered, Untranslatable};
+use crate::domain::kubernetes::helm;
+use crate::domain::kubernetes::render::{to_yaml, Expose, PublishedPort, Rendered, Untranslatable};
 use crate::guard::{Call, Reply};
 use crate::tools::def::{self, Hints, ToolDef};
-use crate::tools::kube::{namespace_of, output_dir, profiles_of, render_stack};
+use crate::tools::kubernetes::{namespace_of, output_dir, profiles_of, render_stack};
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -37,8 +37,8 @@ use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
 use crate::domain::error::ToolError;
-use crate::domain::kube::labels;
-use crate::domain::kube::names::{is_config_key, is_dns1123_label, to_dns1123_label};
+use crate::domain::kubernetes::labels;
+use crate::domain::kubernetes::names::{is_config_key, is_dns1123_label, to_dns1123_label};
 use crate::domain::redact::{is_secret_key, REDACTED};
 use crate::domain::stack_model::{Role, StackModel};
 
@@ -534,7 +534,7 @@ pub fn render(input: &Input<'_>) -> Result<Rendered, ToolError> {
         let x = svc.get("x-stackpilot");
         let sk = service_kube(x);
         let mut svc_labels = labels::service_labels(project, name, role_s);
-        if !crate::domain::kube::names::is_label_value(name) {
+        if !crate::domain::kubernetes::names::is_label_value(name) {
             svc_labels.insert(labels::SERVICE.into(), k.clone());
             svc_labels.insert(labels::NAME.into(), k.clone());
         }
