@@ -3,8 +3,8 @@
 //!
 //! Kubernetes keeps one log per container with stdout and stderr interleaved
 //! and no mark of which was which: every line is reported as stdout, and a
-//! query for stderr alone is refused rather than answered with the wrong
-//! lines.
+//! query for one stream alone is refused rather than answered with lines of
+//! the other stream under its name.
 use futures::{AsyncBufReadExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::LogParams;
@@ -25,12 +25,12 @@ const MAX_LINE: usize = 64 * 1024;
 /// `since` bound the API server applies (in whole seconds, rounded down so
 /// nothing asked for is cut; the exact bound is applied to each line).
 pub fn params(query: &LogQuery, now_ns: i128) -> Result<LogParams, ToolError> {
-    if !query.stdout && query.stderr {
+    if !(query.stdout && query.stderr) {
         return Err(ToolError::invalid(
             "streams",
-            "Kubernetes keeps a pod's stdout and stderr in one log without marking which is which, so stderr cannot be read alone",
+            "Kubernetes keeps a pod's stdout and stderr in one log without marking which is which, so one stream cannot be read alone",
         )
-        .allowed(["both", "stdout"]));
+        .allowed(["both"]));
     }
     let since_seconds = query.since_ns.map(|since| {
         let ago = (now_ns - since).max(0);
@@ -199,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn since_is_rounded_so_nothing_asked_for_is_cut_and_stderr_alone_is_refused() {
+    fn since_is_rounded_so_nothing_asked_for_is_cut_and_one_stream_alone_is_refused() {
         let now = 1_000 * 1_000_000_000i128;
         let q = LogQuery {
             since_ns: Some(now - 1_500_000_000),
@@ -210,19 +210,19 @@ mod tests {
         assert!(p.timestamps);
         assert_eq!(p.since_seconds, Some(2));
         assert_eq!(p.tail_lines, Some(20));
-        let e = params(
-            &LogQuery {
-                stdout: false,
-                ..query()
-            },
-            now,
-        )
-        .expect_err("stderr alone");
-        assert_eq!(e.field.as_deref(), Some("streams"));
-        assert_eq!(
-            e.allowed,
-            Some(vec!["both".to_string(), "stdout".to_string()])
-        );
+        for (stdout, stderr) in [(false, true), (true, false)] {
+            let e = params(
+                &LogQuery {
+                    stdout,
+                    stderr,
+                    ..query()
+                },
+                now,
+            )
+            .expect_err("one stream alone");
+            assert_eq!(e.field.as_deref(), Some("streams"));
+            assert_eq!(e.allowed, Some(vec!["both".to_string()]));
+        }
     }
 
     #[test]

@@ -79,7 +79,8 @@ pub struct Input {
     /// Match `grep` without regard to case. Default false.
     #[serde(default)]
     pub ignore_case: bool,
-    /// `both` (default; each line says which), `stdout` or `stderr`.
+    /// `both` (default; each line says which), `stdout` or `stderr`. On Kubernetes only `both`:
+    /// a pod's log does not keep the streams apart, and its lines read `stdout`.
     #[serde(default)]
     pub streams: Streams,
     /// At most this many bytes of line text, 1024 to 1048576. Default 262144. Older lines are
